@@ -1,0 +1,108 @@
+# Raw videos -> decoded snippets -> (flow -> I3D features -> D2-Net -> detections -> mAP report).
+#
+#   snakemake --cores all                          # the demo preset
+#   snakemake --cores all --config preset=thumos14
+#
+# Every stage is a module under pipeline/ with a CLI; rules pass each stage's
+# settings through `params:` so that changing a setting reruns that stage and
+# what depends on it, nothing upstream.
+
+import json
+import sys
+
+from snakemake.utils import min_version, validate
+
+from pipeline import annotations as ann_io
+from pipeline import workflow as wf
+
+min_version("9.0")
+
+configfile: "workflow_config.yaml"
+validate(config, "pipeline/schemas/config.schema.yaml")
+
+PY = sys.executable  # the interpreter running Snakemake has the project's packages
+PRESET = wf.preset(config)
+OUT = wf.results_dir(config)
+DEMO = wf.demo_settings(PRESET)
+VIDEOS = wf.videos(config)  # name -> path of every video this run processes
+
+wildcard_constraints:
+    video="[^/]+",
+
+
+rule all:
+    input:
+        f"{OUT}/annotations/annotations.tsv",
+        f"{OUT}/skipped_videos.json",
+
+
+# 0. The demo preset makes its own videos and THUMOS-format annotations.
+if DEMO is not None:
+
+    rule demo_data:
+        output:
+            videos=list(VIDEOS.values()),
+            annotations=[str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])],
+            manifest=f"{PRESET['generate']['root']}/manifest.json",
+        params:
+            root=PRESET["generate"]["root"],
+            settings=wf.as_param(DEMO),
+        log:
+            f"{OUT}/logs/demo_data.log",
+        shell:
+            "{PY} -m pipeline.demo_data {params.root:q} --settings {params.settings:q} 2> {log:q}"
+
+
+# 1. Annotations of every format become one table, checked against the videos on disk.
+rule annotations:
+    input:
+        ann_io.source_files(PRESET["annotations"]) if DEMO is None else rules.demo_data.output.annotations,
+    output:
+        table=f"{OUT}/annotations/annotations.tsv",
+        ambiguous=f"{OUT}/annotations/ambiguous.tsv",
+        videos=f"{OUT}/annotations/videos.tsv",
+        classes=f"{OUT}/annotations/classes.txt",
+        missing=f"{OUT}/annotations/missing_videos.txt",
+        dropped=f"{OUT}/annotations/dropped.tsv",
+    params:
+        spec=json.dumps(PRESET["annotations"], sort_keys=True),
+        videos_dir=PRESET["videos"],
+        extensions=",".join(config["video_extensions"]),
+        on_bad=config["on_bad_annotation"],
+        on_missing=config["on_missing_video"],
+        video_names=sorted(VIDEOS),
+        out=f"{OUT}/annotations",
+    log:
+        f"{OUT}/logs/annotations.log",
+    shell:
+        "{PY} -m pipeline.annotations --spec {params.spec:q} --videos-dir {params.videos_dir:q}"
+        " --extensions {params.extensions:q} --on-bad {params.on_bad} --on-missing {params.on_missing}"
+        " --out {params.out:q} 2> {log:q}"
+
+
+# 2. Each video: frames at the preset fps, short side, center crop, in 16-frame snippets.
+rule decode:
+    input:
+        lambda w: VIDEOS[w.video],
+    output:
+        frames=f"{OUT}/decoded/{{video}}/frames.npy",
+        meta=f"{OUT}/decoded/{{video}}/meta.json",
+    params:
+        settings=wf.as_param(wf.decode_settings(config)),
+        on_bad_video=config["on_bad_video"],
+    log:
+        f"{OUT}/logs/decode/{{video}}.log",
+    shell:
+        "{PY} -m pipeline.decode {input:q} --frames {output.frames:q} --meta {output.meta:q}"
+        " --settings {params.settings:q} --on-bad-video {params.on_bad_video} 2> {log:q}"
+
+
+# 3. Videos the run could not use, for later stages and the report.
+rule skipped_videos:
+    input:
+        metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
+        missing=rules.annotations.output.missing,
+    output:
+        f"{OUT}/skipped_videos.json",
+    shell:
+        "{PY} -m pipeline.skipped {input.metas:q} --missing {input.missing:q} --out {output:q}"

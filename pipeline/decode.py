@@ -1,0 +1,342 @@
+"""decode: any FFmpeg-readable video -> fixed-fps, resized, center-cropped 16-frame snippets.
+
+Output per video:
+- ``frames.npy``: uint8 (n_snippets, snippet_frames, crop, crop, 3), RGB,
+  written as a stream of chunks under a header that is finalised at the end,
+  so memory is bounded by one chunk whatever the video's length; readers open
+  it with ``np.load(mmap_mode="r")``.
+- ``meta.json``: fps, frame and snippet counts, durations, backend, status.
+
+Frames are resampled to the preset fps by presentation timestamps with the
+rule of FFmpeg's ``fps`` filter (output frame k shows the latest source frame
+whose timestamp rounds to <= k), which handles variable frame rate. The
+resize is bilinear to the preset short side, then the center crop. The tail
+shorter than one snippet is dropped.
+
+A video that cannot be used (unreadable, corrupt, no video stream, no frames,
+shorter than one snippet) raises ``DecodeError`` naming the file. Under
+``on_bad_video: skip`` the CLI records it instead: meta.json gets
+``status: "skipped"`` and the reason, frames.npy holds zero snippets, and the
+workflow's skipped-videos list picks it up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from pipeline.io import atomic_path, atomic_write_json
+
+BACKENDS = ("pyav", "decord")
+
+
+class DecodeError(Exception):
+    """A video that cannot be decoded into at least one snippet; the message names the file."""
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    fps: float = 25.0
+    snippet_frames: int = 16
+    short_side: int = 256
+    crop: int = 224
+    backend: str = "pyav"
+    chunk_snippets: int = 4
+    threads: int = 0  # decoder threads; 0 lets FFmpeg choose
+
+
+# ------------------------------------------------------------ source frames
+# A backend yields (time_s, rgb_frame) in presentation order, times relative
+# to the first frame, and returns the end time of the last frame.
+
+
+def _pyav_frames(path: str, threads: int) -> Iterator[tuple[float, np.ndarray]]:
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise DecodeError(f"{path}: cannot open as a video: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise DecodeError(f"{path}: no video stream (streams: "
+                              f"{', '.join(s.type for s in container.streams) or 'none'})")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.thread_count = threads
+        rate = stream.average_rate or stream.guessed_rate
+        default_step = 1.0 / float(rate) if rate else None
+        t0 = None
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                t = frame.time
+                if t is None:
+                    if default_step is None:
+                        raise DecodeError(f"{path}: frames carry no timestamps and the stream no frame rate")
+                    t = index * default_step
+                if t0 is None:
+                    t0 = t
+                index += 1
+                dur = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else None
+                yield t - t0, frame.to_ndarray(format="rgb24"), dur or default_step
+        except av.FFmpegError as e:
+            raise DecodeError(f"{path}: decoding failed after {index} frames: {e}") from None
+
+
+def _decord_frames(path: str, threads: int, batch: int = 16) -> Iterator[tuple[float, np.ndarray]]:
+    import decord
+
+    try:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
+        n = len(vr)
+        stamps = vr.get_frame_timestamp(np.arange(n)) if n else np.zeros((0, 2))
+    except decord.DECORDError as e:
+        raise DecodeError(f"{path}: cannot open as a video: {str(e).splitlines()[0]}") from None
+    t0 = stamps[0, 0] if n else 0.0
+    for a in range(0, n, batch):
+        idx = list(range(a, min(a + batch, n)))
+        try:
+            frames = vr.get_batch(idx).asnumpy()
+        except decord.DECORDError as e:
+            raise DecodeError(f"{path}: decoding failed at frame {a}: {str(e).splitlines()[0]}") from None
+        for i, frame in zip(idx, frames):
+            yield float(stamps[i, 0] - t0), frame, float(stamps[i, 1] - stamps[i, 0]) or None
+
+
+def source_frames(path: str, backend: str = "pyav", threads: int = 0):
+    """Frames of the first video stream as (time_s, rgb uint8 HxWx3, duration_s or None)."""
+    if backend == "pyav":
+        return _pyav_frames(path, threads)
+    if backend == "decord":
+        return _decord_frames(path, threads)
+    raise ValueError(f"unknown decode backend {backend!r}; choose one of {BACKENDS}")
+
+
+# ------------------------------------------------------------------ numerics
+
+
+def _round(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def resample(frames: Iterable[tuple[float, np.ndarray, float | None]], fps: float, fallback_step: float | None = None):
+    """Yield frames at a constant ``fps`` from frames at arbitrary timestamps.
+
+    Output frame k (time k/fps) repeats the latest source frame whose
+    timestamp rounds to <= k on the output grid, as FFmpeg's ``fps`` filter
+    does; the last source frame lasts until its end time. Timestamps that do
+    not increase are dropped. Returns (via StopIteration.value) the source end time.
+    """
+    prev = None  # (time, frame, duration)
+    k = 0
+    for t, frame, dur in frames:
+        if prev is not None:
+            if t <= prev[0]:
+                continue
+            for _ in range(k, _round(t * fps)):
+                yield prev[1]
+                k += 1
+        prev = (t, frame, dur)
+    if prev is None:
+        return 0.0
+    step = prev[2] or fallback_step or 1.0 / fps
+    end = prev[0] + step
+    for _ in range(k, max(_round(end * fps), 1)):
+        yield prev[1]
+    return end
+
+
+def resize_crop(frame: np.ndarray, short_side: int, crop: int) -> np.ndarray:
+    """Bilinear resize so the short side is ``short_side``, then the center ``crop`` x ``crop``."""
+    h, w = frame.shape[:2]
+    scale = short_side / min(h, w)
+    nh, nw = max(short_side, _round(h * scale)), max(short_side, _round(w * scale))
+    if (nh, nw) != (h, w):
+        frame = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    top, left = (nh - crop) // 2, (nw - crop) // 2
+    return frame[top:top + crop, left:left + crop]
+
+
+# ----------------------------------------------------------------- npy output
+
+
+class SnippetWriter:
+    """Append snippets to a ``.npy`` file whose leading dimension is fixed at close.
+
+    The header is written with room for any snippet count and rewritten in
+    place at the end, so the file is a standard .npy readable with mmap.
+    """
+
+    HEADER_BYTES = 128  # magic (8) + length (2) + dict padded; a multiple of 64
+
+    def __init__(self, path: Path, snippet_shape: tuple[int, ...]):
+        self.path = path
+        self.snippet_shape = tuple(snippet_shape)
+        self.count = 0
+        self._f = open(path, "wb")
+        self._write_header()
+
+    def _write_header(self):
+        d = "{'descr': '|u1', 'fortran_order': False, 'shape': %r, }" % ((self.count,) + self.snippet_shape,)
+        body = d.ljust(self.HEADER_BYTES - 10 - 1) + "\n"
+        self._f.seek(0)
+        self._f.write(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1"))
+
+    def write(self, snippets: np.ndarray):
+        assert snippets.dtype == np.uint8 and snippets.shape[1:] == self.snippet_shape
+        self._f.write(np.ascontiguousarray(snippets).data)
+        self.count += len(snippets)
+
+    def close(self):
+        self._write_header()
+        self._f.close()
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, settings: DecodeSettings,
+                 progress: bool = False) -> dict:
+    """Decode ``path`` into ``frames_out`` (.npy) and return the metadata.
+
+    ``frames_out`` appears only when the whole video decoded into at least one
+    snippet; on any error nothing is left behind.
+    """
+    path = os.fspath(path)
+    if settings.crop > settings.short_side:
+        raise ValueError(f"crop {settings.crop} is larger than short side {settings.short_side}")
+    if not os.path.isfile(path):
+        raise DecodeError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise DecodeError(f"{path}: not readable (permission denied)")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(f"{path}: empty file (0 bytes)")
+
+    snip, crop = settings.snippet_frames, settings.crop
+    chunk = np.empty((settings.chunk_snippets, snip, crop, crop, 3), np.uint8)
+    n_out = 0  # resampled frames, including the dropped tail
+    n_source = 0
+    source_size = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc=Path(path).name, unit="frame", file=sys.stderr)
+
+    def counted(frames):
+        nonlocal n_source, source_size
+        for item in frames:
+            n_source += 1
+            source_size = item[1].shape[:2]
+            yield item
+
+    with atomic_path(frames_out) as tmp:
+        writer = SnippetWriter(tmp, (snip, crop, crop, 3))
+        try:
+            gen = resample(counted(source_frames(path, settings.backend, settings.threads)), settings.fps)
+            while True:
+                try:
+                    frame = next(gen)
+                except StopIteration as stop:
+                    source_end = stop.value
+                    break
+                if frame.ndim != 3 or frame.shape[2] != 3:
+                    raise DecodeError(f"{path}: unexpected frame shape {frame.shape}")
+                pos = n_out % (snip * settings.chunk_snippets)
+                chunk[pos // snip, pos % snip] = resize_crop(frame, settings.short_side, crop)
+                n_out += 1
+                if pos + 1 == chunk.shape[0] * snip:
+                    writer.write(chunk)
+                if bar is not None:
+                    bar.update()
+            full = (n_out % (snip * settings.chunk_snippets)) // snip  # complete snippets left in the chunk
+            if full:
+                writer.write(chunk[:full])
+        finally:
+            writer.close()
+            if bar is not None:
+                bar.close()
+        if n_source == 0:
+            raise DecodeError(f"{path}: the video stream has no decodable frames")
+        if writer.count == 0:
+            raise DecodeError(f"{path}: too short: {n_out} frame(s) at {settings.fps:g} fps "
+                              f"({source_end:.2f} s), fewer than one {snip}-frame snippet")
+    n_snippets = writer.count
+    return {
+        "video": Path(path).stem,
+        "source": path,
+        "status": "ok",
+        "backend": settings.backend,
+        "fps": settings.fps,
+        "snippet_frames": snip,
+        "snippet_duration_s": snip / settings.fps,
+        "n_snippets": n_snippets,
+        "n_frames": n_snippets * snip,
+        "n_frames_resampled": n_out,
+        "n_frames_source": n_source,
+        "source_size_hw": list(source_size),
+        "source_duration_s": source_end,
+        "kept_duration_s": n_snippets * snip / settings.fps,
+        "short_side": settings.short_side,
+        "crop": crop,
+    }
+
+
+def open_frames(path: str | os.PathLike) -> np.ndarray:
+    """The decoded snippets of one video, memory-mapped (n_snippets, snippet_frames, H, W, 3)."""
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def skipped_meta(path: str, settings: DecodeSettings, reason: str) -> dict:
+    return {"video": Path(path).stem, "source": path, "status": "skipped", "reason": reason,
+            "backend": settings.backend, "fps": settings.fps, "snippet_frames": settings.snippet_frames,
+            "snippet_duration_s": settings.snippet_frames / settings.fps, "n_snippets": 0, "n_frames": 0,
+            "short_side": settings.short_side, "crop": settings.crop}
+
+
+def run(video: str, frames_out: str, meta_out: str, settings: DecodeSettings, on_bad_video: str,
+        progress: bool = True) -> dict:
+    """The stage as the workflow runs it: decode, or record a bad video as skipped."""
+    try:
+        meta = decode_video(video, frames_out, settings, progress=progress)
+    except DecodeError as e:
+        if on_bad_video != "skip":
+            raise
+        print(f"decode: skipping bad video: {e}", file=sys.stderr)
+        with atomic_path(frames_out) as tmp:
+            SnippetWriter(tmp, (settings.snippet_frames, settings.crop, settings.crop, 3)).close()
+        meta = skipped_meta(video, settings, str(e))
+    atomic_write_json(meta_out, meta)
+    return meta
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("video")
+    ap.add_argument("--frames", required=True, help="output frames.npy")
+    ap.add_argument("--meta", required=True, help="output meta.json")
+    ap.add_argument("--settings", default="{}", help="DecodeSettings as JSON")
+    ap.add_argument("--on-bad-video", choices=("skip", "fail"), default="skip")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    settings = DecodeSettings(**json.loads(args.settings))
+    try:
+        run(args.video, args.frames, args.meta, settings, args.on_bad_video, progress=not args.no_progress)
+    except DecodeError as e:
+        print(f"decode: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

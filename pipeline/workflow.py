@@ -1,0 +1,86 @@
+"""What the Snakefile needs at parse time: the preset, the videos to process, each stage's settings.
+
+Kept out of the Snakefile so it can be tested and so the Snakefile reads as
+the story of the data. Every stage setting the Snakefile passes through
+``params:`` comes from here, so a changed setting reruns exactly the jobs
+that depend on it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline import annotations, demo_data
+from pipeline.decode import DecodeSettings
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def preset(config: dict) -> dict:
+    name = config["preset"]
+    if name not in config["presets"]:
+        raise ConfigError(f"workflow_config: preset {name!r} is not one of the presets "
+                          f"({', '.join(sorted(config['presets']))})")
+    return config["presets"][name]
+
+
+def results_dir(config: dict) -> str:
+    return f"{config['results_dir']}/{config['preset']}"
+
+
+def demo_settings(p: dict) -> demo_data.DemoSettings | None:
+    gen = p.get("generate")
+    if gen is None:
+        return None
+    fields = {k: v for k, v in gen.items() if k != "root"}
+    return demo_data.DemoSettings(**fields)
+
+
+def decode_settings(config: dict) -> DecodeSettings:
+    p = preset(config)
+    d = config["decode"]
+    return DecodeSettings(fps=p["fps"], snippet_frames=p["snippet_frames"], short_side=p["short_side"],
+                          crop=p["crop"], backend=d["backend"], chunk_snippets=d["chunk_snippets"],
+                          threads=d["threads"])
+
+
+def as_param(settings) -> str:
+    """A settings dataclass as the JSON string a rule passes to its stage's CLI."""
+    return json.dumps(asdict(settings), sort_keys=True)
+
+
+def find_videos(folder: str | Path, extensions) -> dict[str, str]:
+    """Video name (file stem) -> path for the video files in ``folder``."""
+    folder = Path(folder)
+    exts = {"." + e.lower() for e in extensions}
+    found: dict[str, str] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in exts or not path.is_file():
+            continue
+        if path.stem in found:
+            raise ConfigError(f"{folder}: two files for video {path.stem!r}: {found[path.stem]} and {path}")
+        found[path.stem] = str(path)
+    return found
+
+
+def videos(config: dict) -> dict[str, str]:
+    """The videos this run processes: name -> path.
+
+    The demo's names follow from its settings (the files may not exist yet:
+    rule demo_data makes them). Otherwise they are the annotated videos found
+    on disk; annotated videos that are missing are skipped or stop the run
+    per ``on_missing_video``.
+    """
+    p = preset(config)
+    demo = demo_settings(p)
+    if demo is not None:
+        return {v: f"{p['videos']}/{v}.mp4" for vs in demo_data.video_names(demo).values() for v in vs}
+    on_disk = find_videos(p["videos"], config["video_extensions"])
+    ann = annotations.read(p["annotations"])
+    present, _ = annotations.select_videos(ann, on_disk, config["on_missing_video"])
+    return {v: on_disk[v] for v in present}
