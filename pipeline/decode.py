@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,8 @@ class DecodeSettings:
 # to the first frame, and returns the end time of the last frame.
 
 
-def _pyav_frames(path: str, threads: int) -> Iterator[tuple[float, np.ndarray]]:
+def probe(path: str) -> None:
+    """Raise DecodeError unless FFmpeg opens ``path`` and finds a video stream (same message for every backend)."""
     import av
 
     try:
@@ -69,6 +71,12 @@ def _pyav_frames(path: str, threads: int) -> Iterator[tuple[float, np.ndarray]]:
         if not container.streams.video:
             raise DecodeError(f"{path}: no video stream (streams: "
                               f"{', '.join(s.type for s in container.streams) or 'none'})")
+
+
+def _pyav_frames(path: str, threads: int) -> Iterator[tuple[float, np.ndarray]]:
+    import av
+
+    with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if threads:
@@ -90,7 +98,16 @@ def _pyav_frames(path: str, threads: int) -> Iterator[tuple[float, np.ndarray]]:
                 dur = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else None
                 yield t - t0, frame.to_ndarray(format="rgb24"), dur or default_step
         except av.FFmpegError as e:
+            if index == 0:
+                raise DecodeError(f"{path}: the video stream has no decodable frames ({e})") from None
             raise DecodeError(f"{path}: decoding failed after {index} frames: {e}") from None
+
+
+def _decord_message(e: Exception) -> str:
+    """decord's first error line without its '[time] source.cc:line: Check failed: ...' prefix."""
+    line = str(e).splitlines()[0]
+    line = re.sub(r"^\[[^\]]*\]\s+\S+:\d+:\s*", "", line)
+    return re.sub(r"^Check failed: .*\(-?\d+ vs\. -?\d+\)\s*", "", line)
 
 
 def _decord_frames(path: str, threads: int, batch: int = 16) -> Iterator[tuple[float, np.ndarray]]:
@@ -101,20 +118,21 @@ def _decord_frames(path: str, threads: int, batch: int = 16) -> Iterator[tuple[f
         n = len(vr)
         stamps = vr.get_frame_timestamp(np.arange(n)) if n else np.zeros((0, 2))
     except decord.DECORDError as e:
-        raise DecodeError(f"{path}: cannot open as a video: {str(e).splitlines()[0]}") from None
+        raise DecodeError(f"{path}: cannot open as a video: {_decord_message(e)}") from None
     t0 = stamps[0, 0] if n else 0.0
     for a in range(0, n, batch):
         idx = list(range(a, min(a + batch, n)))
         try:
             frames = vr.get_batch(idx).asnumpy()
         except decord.DECORDError as e:
-            raise DecodeError(f"{path}: decoding failed at frame {a}: {str(e).splitlines()[0]}") from None
+            raise DecodeError(f"{path}: decoding failed at frame {a}: {_decord_message(e)}") from None
         for i, frame in zip(idx, frames):
             yield float(stamps[i, 0] - t0), frame, float(stamps[i, 1] - stamps[i, 0]) or None
 
 
 def source_frames(path: str, backend: str = "pyav", threads: int = 0):
     """Frames of the first video stream as (time_s, rgb uint8 HxWx3, duration_s or None)."""
+    probe(path)
     if backend == "pyav":
         return _pyav_frames(path, threads)
     if backend == "decord":

@@ -174,18 +174,32 @@ class _Renderer:
         img[mask] = color
 
 
-def write_video(path: Path, frames, s: DemoSettings) -> None:
+def write_video(path: Path, frames, fps: int, crf: int = 20, times_s=None) -> None:
+    """Encode RGB uint8 frames as H.264 in MP4, atomically.
+
+    ``times_s`` gives each frame's presentation time (variable frame rate);
+    by default frames are 1/fps apart.
+    """
+    from fractions import Fraction
+
     import av
 
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as out:
-            stream = out.add_stream("libx264", rate=s.fps)
-            stream.width, stream.height, stream.pix_fmt = s.width, s.height, "yuv420p"
+            stream = out.add_stream("libx264", rate=fps)
             # A single thread keeps the encoded bytes identical from run to run.
-            stream.options = {"crf": str(s.crf), "preset": "veryfast", "threads": "1"}
+            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
             stream.thread_count = 1
-            for img in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            if times_s is not None:
+                stream.codec_context.time_base = Fraction(1, 1000)
+            for i, img in enumerate(frames):
+                if i == 0:
+                    stream.height, stream.width = img.shape[:2]
+                    stream.pix_fmt = "yuv420p"
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                if times_s is not None:
+                    frame.pts, frame.time_base = round(times_s[i] * 1000), Fraction(1, 1000)
+                for packet in stream.encode(frame):
                     out.mux(packet)
             for packet in stream.encode():
                 out.mux(packet)
@@ -209,7 +223,7 @@ def generate(root: str | Path, s: DemoSettings, progress: bool = True) -> dict:
         rng = np.random.default_rng([s.seed, index])
         n_frames, actions = plan_video(rng, s)
         renderer = _Renderer(rng, s, actions)
-        write_video(root / "videos" / f"{name}.mp4", (renderer.frame(t) for t in range(n_frames)), s)
+        write_video(root / "videos" / f"{name}.mp4", (renderer.frame(t) for t in range(n_frames)), s.fps, s.crf)
         for a in actions:
             rows[(SPLITS[subset], a["label"])].append(f"{name}  {a['start'] / s.fps:.1f} {a['end'] / s.fps:.1f}")
         manifest["videos"][name] = {"subset": subset, "n_frames": n_frames, "duration_s": n_frames / s.fps,

@@ -1,0 +1,274 @@
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.decode import (DecodeError, DecodeSettings, SnippetWriter, decode_video, open_frames, resample,
+                             resize_crop, run)
+from pipeline.demo_data import write_video
+from conftest import brightness_frames, frame_index
+
+SMALL = DecodeSettings(fps=25, snippet_frames=16, short_side=64, crop=48)
+
+
+def decoded_indices(frames_npy):
+    f = open_frames(frames_npy)
+    return [frame_index(x) for x in f.reshape(-1, *f.shape[2:])]
+
+
+def expected_indices(times, fps, end):
+    """FFmpeg fps-filter rule, computed independently: frame k shows the last source frame with round(t*fps) <= k."""
+    n_out = math.floor(end * fps + 0.5)
+    rounded = [math.floor(t * fps + 0.5) for t in times]
+    return [max(i for i, r in enumerate(rounded) if r <= k) for k in range(n_out)]
+
+
+# ------------------------------------------------------------------- numerics
+
+
+def test_resample_constant_rate_is_identity():
+    frames = [(i / 25, i, None) for i in range(10)]
+    assert list(resample(frames, 25)) == list(range(10))
+
+
+def test_resample_down_and_up():
+    # 50 fps -> 25 fps keeps every other frame; 10 fps -> 25 fps repeats frames.
+    assert list(resample([(i / 50, i, 0.02) for i in range(8)], 25)) == [0, 2, 4, 6]
+    # Frame times round to output slots 0, 3 (2.5 rounds up) and 5; the last frame lasts until 0.3 s.
+    assert list(resample([(i / 10, i, 0.1) for i in range(3)], 25)) == [0, 0, 0, 1, 1, 2, 2, 2]
+    # Without a duration, the last frame lasts one output period.
+    assert list(resample([(i / 10, i, None) for i in range(3)], 25)) == [0, 0, 0, 1, 1, 2]
+    times = [0.0, 0.02, 0.1, 0.33, 0.34]
+    got = list(resample([(t, i, 0.04) for i, t in enumerate(times)], 25))
+    assert got == expected_indices(times, 25, 0.38)
+
+
+def test_resample_drops_non_increasing_timestamps():
+    assert list(resample([(0.0, 0, None), (0.04, 1, None), (0.04, 9, None), (0.02, 8, None), (0.08, 2, None)], 25)) \
+        == [0, 1, 2]
+
+
+def test_resize_crop_short_side_and_center():
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, :, 0] = np.arange(200)[None, :]  # column index in red
+    out = resize_crop(img, 50, 40)
+    assert out.shape == (40, 40, 3)
+    # Resized to 50x100, the crop starts at column 30 of the resized image, i.e. column ~60 of the source.
+    assert abs(int(out[0, 0, 0]) - 60) <= 1 and abs(int(out[0, -1, 0]) - 138) <= 1
+    assert resize_crop(np.zeros((256, 340, 3), np.uint8), 256, 224).shape == (224, 224, 3)
+
+
+def test_snippet_writer_is_a_standard_npy(tmp_path):
+    w = SnippetWriter(tmp_path / "x.npy", (2, 3, 3, 3))
+    for i in range(3):
+        w.write(np.full((1, 2, 3, 3, 3), i, np.uint8))
+    w.close()
+    a = np.load(tmp_path / "x.npy", allow_pickle=False)
+    assert a.shape == (3, 2, 3, 3, 3) and a[:, 0, 0, 0, 0].tolist() == [0, 1, 2]
+    assert np.load(tmp_path / "x.npy", mmap_mode="r").shape == (3, 2, 3, 3, 3)
+
+
+# ------------------------------------------------------------ real videos
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    frames = brightness_frames(41)
+    write_video(d / "cfr25.mp4", frames, 25, crf=0)
+    write_video(d / "cfr50.mp4", frames, 50, crf=0)
+    write_video(d / "cfr30.mp4", frames, 30, crf=0)
+    rng = np.random.default_rng(0)
+    vfr_times = np.concatenate([[0.0], np.cumsum(rng.choice([0.013, 0.04, 0.07, 0.11], 40))])
+    write_video(d / "vfr.mp4", frames, 25, crf=0, times_s=vfr_times)
+    return d, vfr_times
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_decode_constant_rate(tmp_path, videos, backend):
+    d, _ = videos
+    s = DecodeSettings(**{**SMALL.__dict__, "backend": backend})
+    meta = decode_video(d / "cfr25.mp4", tmp_path / "f.npy", s)
+    assert meta["n_snippets"] == 2 and meta["n_frames"] == 32 and meta["n_frames_resampled"] == 41
+    assert meta["n_frames_source"] == 41 and meta["source_duration_s"] == pytest.approx(41 / 25)
+    assert meta["snippet_duration_s"] == 0.64
+    assert open_frames(tmp_path / "f.npy").shape == (2, 16, 48, 48, 3)
+    assert decoded_indices(tmp_path / "f.npy") == list(range(32))  # tail of 9 frames dropped
+
+
+@pytest.mark.parametrize("name, rate", [("cfr50.mp4", 50), ("cfr30.mp4", 30)])
+def test_decode_resamples_to_preset_fps(tmp_path, videos, name, rate):
+    d, _ = videos
+    meta = decode_video(d / name, tmp_path / "f.npy", SMALL)
+    want = expected_indices([i / rate for i in range(41)], 25, 41 / rate)
+    assert meta["n_frames_resampled"] == len(want)
+    assert decoded_indices(tmp_path / "f.npy") == want[: meta["n_frames"]]
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_decode_variable_frame_rate_by_timestamps(tmp_path, videos, backend):
+    d, times = videos
+    s = DecodeSettings(**{**SMALL.__dict__, "backend": backend})
+    meta = decode_video(d / "vfr.mp4", tmp_path / "f.npy", s)
+    # The last frame lasts one frame period of the stream's average rate, as FFmpeg assumes.
+    got = decoded_indices(tmp_path / "f.npy")
+    want = expected_indices(list(times), 25, meta["source_duration_s"])
+    assert meta["n_frames_resampled"] == len(want) and len(got) == 16 * (len(want) // 16)
+    assert got == want[: len(got)]
+
+
+def test_chunk_size_does_not_change_output(tmp_path, bikes_mp4):
+    a = decode_video(bikes_mp4, tmp_path / "a.npy", DecodeSettings(short_side=128, crop=112, chunk_snippets=1))
+    b = decode_video(bikes_mp4, tmp_path / "b.npy", DecodeSettings(short_side=128, crop=112, chunk_snippets=7))
+    assert a == b and np.array_equal(open_frames(tmp_path / "a.npy"), open_frames(tmp_path / "b.npy"))
+
+
+def test_backends_agree_on_real_video(tmp_path, bikes_mp4):
+    pa = decode_video(bikes_mp4, tmp_path / "pyav.npy", DecodeSettings(backend="pyav"))
+    de = decode_video(bikes_mp4, tmp_path / "decord.npy", DecodeSettings(backend="decord"))
+    assert pa["n_snippets"] == de["n_snippets"] > 0 and pa["n_frames_source"] == de["n_frames_source"]
+    a = open_frames(tmp_path / "pyav.npy").astype(np.int16)
+    b = open_frames(tmp_path / "decord.npy").astype(np.int16)
+    diff = np.abs(a - b)
+    # Same frames, same resize; only the YUV->RGB conversion of the two FFmpeg builds may differ.
+    assert diff.mean() < 1.5, diff.mean()
+    assert np.percentile(diff, 99) <= 6
+    per_frame = diff.reshape(-1, *diff.shape[2:]).mean(axis=(1, 2, 3))
+    assert per_frame.max() < 3.0  # no frame is a different frame
+
+
+# ------------------------------------------------------------- bad input
+
+
+def _audio_only(path):
+    import av
+
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode():
+            out.mux(p)
+
+
+def _no_frames(path, source):
+    """A valid container and video stream whose packets hold only zeros: nothing decodes."""
+    data = bytearray(Path(source).read_bytes())
+    start, end = data.index(b"mdat") + 4, data.index(b"moov") - 4
+    assert start < end
+    data[start:end] = bytes(end - start)
+    path.write_bytes(bytes(data))
+
+
+def _truncated(path, source):
+    data = Path(source).read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _garbage_in_stream(path, source):
+    data = bytearray(Path(source).read_bytes())
+    rng = np.random.default_rng(1)
+    start = len(data) // 4
+    data[start:] = rng.integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+BAD = {
+    "missing": (lambda p, src: None, "no such file"),
+    "directory": (lambda p, src: p.mkdir(), "no such file"),
+    "empty": (lambda p, src: p.write_bytes(b""), "empty file"),
+    "random_bytes": (lambda p, src: p.write_bytes(os.urandom(5000)), "cannot open as a video"),
+    "truncated": (_truncated, "cannot open as a video|no decodable|too short|decoding failed"),
+    "audio_only": (lambda p, src: _audio_only(p), "no video stream"),
+    "no_frames": (_no_frames, "no decodable frames|cannot open as a video: Cannot create buffer source"),
+    "too_short": (lambda p, src: write_video(p, brightness_frames(10), 25), r"too short: 10 frame\(s\)"),
+}
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_video_clear_error_no_output(tmp_path, videos, kind, backend):
+    make, message = BAD[kind]
+    path = tmp_path / f"bad {kind}.mp4"
+    make(path, videos[0] / "cfr25.mp4")
+    out = tmp_path / "out" / "frames.npy"
+    s = DecodeSettings(**{**SMALL.__dict__, "backend": backend})
+    with pytest.raises(DecodeError, match=message) as err:
+        decode_video(path, out, s)
+    assert str(path) in str(err.value)
+    assert not out.exists() and not any(out.parent.glob(".*tmp*"))
+
+
+def test_corrupt_stream_is_an_error_or_decodes_what_it_can(tmp_path, bikes_mp4):
+    path = tmp_path / "garbled.mp4"
+    _garbage_in_stream(path, bikes_mp4)
+    try:
+        meta = decode_video(path, tmp_path / "f.npy", SMALL)
+    except DecodeError as e:
+        assert str(path) in str(e)
+        assert not (tmp_path / "f.npy").exists()
+    else:
+        assert meta["n_snippets"] >= 1 and open_frames(tmp_path / "f.npy").shape[0] == meta["n_snippets"]
+
+
+def test_skip_records_bad_video(tmp_path):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(os.urandom(3000))
+    meta = run(str(bad), str(tmp_path / "f.npy"), str(tmp_path / "meta.json"), SMALL, "skip", progress=False)
+    assert meta["status"] == "skipped" and "corrupt.mp4: cannot open" in meta["reason"]
+    assert json.loads((tmp_path / "meta.json").read_text()) == meta
+    assert open_frames(tmp_path / "f.npy").shape == (0, 16, 48, 48, 3)
+
+
+def test_cli_fail_names_the_file(tmp_path):
+    bad = tmp_path / "vidéo corrompue.mp4"
+    bad.write_bytes(os.urandom(3000))
+    r = subprocess.run([sys.executable, "-m", "pipeline.decode", str(bad), "--frames", str(tmp_path / "f.npy"),
+                        "--meta", str(tmp_path / "m.json"), "--on-bad-video", "fail", "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert f"decode: error: {bad}: cannot open as a video" in r.stderr
+    assert not (tmp_path / "f.npy").exists() and not (tmp_path / "m.json").exists()
+
+
+# ----------------------------------------------------------------- memory
+
+
+MEASURE = """
+import resource, sys
+from pipeline.decode import DecodeSettings, decode_video
+decode_video(sys.argv[1], sys.argv[2], DecodeSettings(short_side=256, crop=224, chunk_snippets=2))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB
+"""
+
+
+def _peak_rss_mb(video, out):
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(video), str(out)], capture_output=True, text=True,
+                       check=True)
+    return int(r.stdout.strip().splitlines()[-1]) / 1024
+
+
+def test_peak_memory_does_not_grow_with_video_length(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+
+    def frames(n):  # cheap frames that still change
+        for i in range(n):
+            yield np.roll(base, i, axis=1)
+
+    write_video(tmp_path / "short.mp4", frames(250), 25, crf=35)     # 10 s
+    write_video(tmp_path / "long.mp4", frames(4500), 25, crf=35)     # 3 min
+    short = _peak_rss_mb(tmp_path / "short.mp4", tmp_path / "s.npy")
+    long = _peak_rss_mb(tmp_path / "long.mp4", tmp_path / "l.npy")
+    decoded_mb = (tmp_path / "l.npy").stat().st_size / 2**20
+    assert decoded_mb > 600  # the long video's frames would dominate memory if they were held
+    assert long - short < 40, f"peak RSS grew from {short:.0f} MB to {long:.0f} MB with video length"
