@@ -245,6 +245,7 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
     n_out = 0  # resampled frames, including the dropped tail
     n_source = 0
     source_size = None
+    frames = source_frames(path, settings.backend, settings.threads)  # raises before any output for bad files
     bar = None
     if progress:
         from tqdm import tqdm
@@ -261,7 +262,7 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
     with atomic_path(frames_out) as tmp:
         writer = SnippetWriter(tmp, (snip, crop, crop, 3))
         try:
-            gen = resample(counted(source_frames(path, settings.backend, settings.threads)), settings.fps)
+            gen = resample(counted(frames), settings.fps)
             while True:
                 try:
                     frame = next(gen)

@@ -1,0 +1,149 @@
+"""The Snakemake workflow as a user runs it: config validation, the DAG, a small demo run, bad videos."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.demo_data import write_video
+from conftest import REPO, thumos_dir
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY_DEMO = {"generate": {"n_train": 2, "n_test": 1, "min_duration_s": 3.0, "max_duration_s": 4.0,
+                          "min_action_s": 1.0, "max_action_s": 1.5, "max_actions": 1}}
+
+
+def snakemake(workdir, override: dict, *args, check=True):
+    """Run the repository's Snakefile in ``workdir`` with workflow_config.yaml plus ``override``."""
+    workdir = Path(workdir)
+    (workdir / "override.yaml").write_text(yaml.safe_dump(override, allow_unicode=True))
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+           "--configfile", str(REPO / "workflow_config.yaml"), str(workdir / "override.yaml"), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    out = r.stdout + r.stderr
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake failed ({r.returncode}):\n{out[-4000:]}")
+    return r.returncode, out
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Rule -> job count from a dry run's 'Job stats' table."""
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("override, names", [
+    ({"decode": {"chunk_snipets": 3}}, ["'chunk_snipets' was unexpected"]),
+    ({"presets": {"demo": {"fps": "fast"}}}, ["'fps'", "'fast' is not of type 'number'"]),
+    ({"on_bad_video": "ignore"}, ["on_bad_video", "'ignore' is not one of"]),
+    ({"presets": {"demo": {"d2net": {"nms_iuo": 0.5}}}}, ["'nms_iuo' was unexpected"]),
+    ({"presets": {"demo": {"annotations": {"format": "thumos14_txt", "path": "x"}}}}, ["annotations"]),
+])
+def test_config_errors_name_the_key(tmp_path, override, names):
+    rc, out = snakemake(tmp_path, override, "-n", check=False)
+    assert rc != 0 and "Error validating config file" in out
+    for name in names:
+        assert name in out, out[-3000:]
+
+
+def test_unknown_preset(tmp_path):
+    rc, out = snakemake(tmp_path, {"preset": "thumos15"}, "-n", check=False)
+    assert rc != 0 and "preset 'thumos15' is not one of the presets (activitynet12, demo, thumos14)" in out
+
+
+# ------------------------------------------------------------ THUMOS14 DAG
+
+
+def fake_thumos(tmp_path, skip=()):
+    """A THUMOS14 layout: the real annotation files and one empty file per annotated video."""
+    from pipeline.annotations import read_thumos14_txt
+
+    root = thumos_dir()
+    ann = read_thumos14_txt({"validation": root / "annotations_val", "test": root / "annotations_test"})
+    videos = tmp_path / "thumos videos"
+    videos.mkdir()
+    for v in ann.videos:
+        if v not in skip:
+            (videos / f"{v}.mp4").touch()
+    return {"preset": "thumos14", "presets": {"thumos14": {
+        "videos": str(videos),
+        "annotations": {"format": "thumos14_txt",
+                        "dirs": {"validation": str(root / "annotations_val"), "test": str(root / "annotations_test")}}}}}
+
+
+def test_thumos14_dry_run_job_counts(tmp_path):
+    _, out = snakemake(tmp_path, fake_thumos(tmp_path), "-n")
+    assert planned_jobs(out) == {"annotations": 1, "decode": 413, "skipped_videos": 1, "all": 1}
+
+
+def test_thumos14_missing_videos_skip_or_fail(tmp_path):
+    gone = ["video_test_0000004", "video_validation_0000051"]
+    config = fake_thumos(tmp_path, skip=gone)
+    _, out = snakemake(tmp_path, config, "-n")
+    assert planned_jobs(out)["decode"] == 411
+    rc, out = snakemake(tmp_path, {**config, "on_missing_video": "fail"}, "-n", check=False)
+    assert rc != 0 and "2 annotated video(s) not found on disk: video_test_0000004, video_validation_0000051" in out
+
+
+# ---------------------------------------------------------------- demo run
+
+
+def test_demo_runs_through_decode_and_reruns_only_what_changed(tmp_path):
+    override = {"presets": {"demo": TINY_DEMO}}
+    snakemake(tmp_path, override)
+    out = tmp_path / "results" / "demo"
+    assert json.loads((out / "skipped_videos.json").read_text()) == {"skipped": [], "n_videos": 3}
+    meta = json.loads((out / "decoded" / "demo_test_0001" / "meta.json").read_text())
+    assert meta["status"] == "ok" and meta["n_snippets"] >= 4 and meta["fps"] == 25
+    frames = np.load(out / "decoded" / "demo_test_0001" / "frames.npy", mmap_mode="r")
+    assert frames.shape == (meta["n_snippets"], 16, 112, 112, 3)
+    table = (out / "annotations" / "annotations.tsv").read_text().splitlines()
+    assert table[0] == "video\tsubset\tlabel\tstart_s\tend_s\tduration" and len(table) == 4
+
+    _, dry = snakemake(tmp_path, override, "-n")
+    assert planned_jobs(dry) == {}  # a second run does nothing
+    # A decode setting reruns decode and what reads it, not the demo videos.
+    _, dry = snakemake(tmp_path, {"presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
+    assert planned_jobs(dry) == {"decode": 3, "skipped_videos": 1, "all": 1}
+    # A demo setting regenerates the videos, and so everything downstream.
+    _, dry = snakemake(tmp_path, {"presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}}, "-n")
+    assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "skipped_videos": 1, "all": 1}
+
+
+def test_bad_video_among_good_ones(tmp_path):
+    videos = tmp_path / "my videos"
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(40)]
+    write_video(videos / "clip é 1.mp4", frames, 25)
+    write_video(videos / "clip2.mp4", frames, 25)
+    (videos / "broken.mp4").write_bytes(os.urandom(4000))
+    (tmp_path / "ann.csv").write_text("video,subset,label,start,end\nclip é 1,train,Jump,0.2,1.0\n"
+                                      "clip2,test,Jump,0.5,1.2\nbroken,train,Jump,0.1,0.5\n")
+    config = {"preset": "mine", "presets": {"mine": {
+        "videos": str(videos), "annotations": {"format": "csv", "path": str(tmp_path / "ann.csv")},
+        "train_subset": "train", "test_subset": "test", "fps": 25, "snippet_frames": 16, "short_side": 64,
+        "crop": 48, "tiou_thresholds": [0.5],
+        "d2net": yaml.safe_load((REPO / "workflow_config.yaml").read_text())["presets"]["thumos14"]["d2net"]}}}
+    snakemake(tmp_path, config)
+    skipped = json.loads((tmp_path / "results" / "mine" / "skipped_videos.json").read_text())["skipped"]
+    assert [(s["video"], s["stage"]) for s in skipped] == [("broken", "decode")]
+    assert "broken.mp4: cannot open as a video" in skipped[0]["reason"]
+    meta = json.loads((tmp_path / "results" / "mine" / "decoded" / "clip é 1" / "meta.json").read_text())
+    assert meta["status"] == "ok" and meta["n_snippets"] == 2
+
+    rc, out = snakemake(tmp_path, {**config, "results_dir": "strict", "on_bad_video": "fail"}, check=False)
+    assert rc != 0
+    assert f"decode: error: {videos / 'broken.mp4'}: cannot open as a video" in out  # shown, not only logged
+    log = (tmp_path / "strict" / "mine" / "logs" / "decode" / "broken.log").read_text()
+    assert f"decode: error: {videos / 'broken.mp4'}: cannot open as a video" in log
+    assert not (tmp_path / "strict" / "mine" / "decoded" / "broken" / "frames.npy").exists()
