@@ -74,8 +74,9 @@ def plan_video(rng: np.random.Generator, s: DemoSettings) -> tuple[int, list[dic
                for _ in range(n_actions)]
     margin = s.fps  # at least 1 s of background before, between and after actions
     slack = n_frames - sum(lengths) - margin * (n_actions + 1)
-    if slack < 0:
-        lengths, slack = lengths[:1], n_frames - lengths[0] - 2 * margin
+    if slack < 0:  # too many actions for this duration: keep one that fits
+        lengths = [min(lengths[0], n_frames - 2 * margin)]
+        slack = n_frames - lengths[0] - 2 * margin
     # Split the slack randomly among the gaps so actions land anywhere.
     cuts = np.sort(rng.integers(0, slack + 1, size=len(lengths)))
     actions, t = [], 0
