@@ -34,6 +34,7 @@ rule all:
     input:
         f"{OUT}/annotations/annotations.tsv",
         f"{OUT}/skipped_videos.json",
+        expand(f"{OUT}/flow/{{video}}/flow.npy", video=sorted(VIDEOS)),
 
 
 # 0. The demo preset makes its own videos and THUMOS-format annotations.
@@ -97,7 +98,26 @@ rule decode:
         " --settings {params.settings:q} --on-bad-video {params.on_bad_video} 2> {log:q}"
 
 
-# 3. Videos the run could not use, for later stages and the report.
+# 3. Each video: TV-L1 flow between consecutive frames, quantized to uint8.
+FLOW_RUNTIME = wf.as_param(wf.flow_runtime(config))  # how to run (device, batch): not a rerun trigger
+
+rule flow:
+    input:
+        frames=rules.decode.output.frames,
+        meta=rules.decode.output.meta,
+    output:
+        flow=f"{OUT}/flow/{{video}}/flow.npy",
+        meta=f"{OUT}/flow/{{video}}/meta.json",
+    params:
+        settings=wf.as_param(wf.flow_settings(config)),
+    log:
+        f"{OUT}/logs/flow/{{video}}.log",
+    shell:
+        "{PY} -m pipeline.flow {input.frames:q} --decode-meta {input.meta:q} --flow {output.flow:q}"
+        " --meta {output.meta:q} --settings {params.settings:q} --runtime {FLOW_RUNTIME:q} 2> {log:q}"
+
+
+# 4. Videos the run could not use, for later stages and the report.
 rule skipped_videos:
     input:
         metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),

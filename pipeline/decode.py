@@ -34,7 +34,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from pipeline.io import atomic_path, atomic_write_json
+from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 
 BACKENDS = ("pyav", "decord")
 
@@ -185,41 +185,6 @@ def resize_crop(frame: np.ndarray, short_side: int, crop: int) -> np.ndarray:
     return frame[top:top + crop, left:left + crop]
 
 
-# ----------------------------------------------------------------- npy output
-
-
-class SnippetWriter:
-    """Append snippets to a ``.npy`` file whose leading dimension is fixed at close.
-
-    The header is written with room for any snippet count and rewritten in
-    place at the end, so the file is a standard .npy readable with mmap.
-    """
-
-    HEADER_BYTES = 128  # magic (8) + length (2) + dict padded; a multiple of 64
-
-    def __init__(self, path: Path, snippet_shape: tuple[int, ...]):
-        self.path = path
-        self.snippet_shape = tuple(snippet_shape)
-        self.count = 0
-        self._f = open(path, "wb")
-        self._write_header()
-
-    def _write_header(self):
-        d = "{'descr': '|u1', 'fortran_order': False, 'shape': %r, }" % ((self.count,) + self.snippet_shape,)
-        body = d.ljust(self.HEADER_BYTES - 10 - 1) + "\n"
-        self._f.seek(0)
-        self._f.write(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1"))
-
-    def write(self, snippets: np.ndarray):
-        assert snippets.dtype == np.uint8 and snippets.shape[1:] == self.snippet_shape
-        self._f.write(np.ascontiguousarray(snippets).data)
-        self.count += len(snippets)
-
-    def close(self):
-        self._write_header()
-        self._f.close()
-
-
 # ---------------------------------------------------------------- the stage
 
 
@@ -260,7 +225,7 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
             yield item
 
     with atomic_path(frames_out) as tmp:
-        writer = SnippetWriter(tmp, (snip, crop, crop, 3))
+        writer = NpyAppender(tmp, (snip, crop, crop, 3))
         try:
             gen = resample(counted(frames), settings.fps)
             while True:
@@ -333,7 +298,7 @@ def run(video: str, frames_out: str, meta_out: str, settings: DecodeSettings, on
             raise
         print(f"decode: skipping bad video: {e}", file=sys.stderr)
         with atomic_path(frames_out) as tmp:
-            SnippetWriter(tmp, (settings.snippet_frames, settings.crop, settings.crop, 3)).close()
+            NpyAppender(tmp, (settings.snippet_frames, settings.crop, settings.crop, 3)).close()
         meta = skipped_meta(video, settings, str(e))
     atomic_write_json(meta_out, meta)
     return meta

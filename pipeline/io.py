@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -37,3 +39,40 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class NpyAppender:
+    """Append items to a ``.npy`` file whose leading dimension is fixed at close.
+
+    The header is written with room for any item count and rewritten in place
+    at the end, so the result is a standard .npy that ``np.load(mmap_mode="r")``
+    reads, and memory holds only what is being appended. Write it under
+    ``atomic_path``: until closed, the file's header says zero items.
+    """
+
+    HEADER_BYTES = 128  # magic (8) + length (2) + dict padded to a multiple of 64
+
+    def __init__(self, path: str | os.PathLike, item_shape: tuple[int, ...], dtype=np.uint8):
+        self.item_shape = tuple(item_shape)
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        self._f = open(path, "wb")
+        self._write_header()
+
+    def _write_header(self):
+        d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (
+            np.lib.format.dtype_to_descr(self.dtype), (self.count,) + self.item_shape)
+        body = d.ljust(self.HEADER_BYTES - 10 - 1) + "\n"
+        self._f.seek(0)
+        self._f.write(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1"))
+        self._f.seek(0, os.SEEK_END)
+
+    def write(self, items: np.ndarray):
+        if items.dtype != self.dtype or items.shape[1:] != self.item_shape:
+            raise ValueError(f"expected items {self.dtype}{self.item_shape}, got {items.dtype}{items.shape[1:]}")
+        self._f.write(np.ascontiguousarray(items).data)
+        self.count += len(items)
+
+    def close(self):
+        self._write_header()
+        self._f.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline import annotations, demo_data
 from pipeline.decode import DecodeSettings
+from pipeline.flow import FlowRuntime, FlowSettings
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,18 @@ def decode_settings(config: dict) -> DecodeSettings:
     return DecodeSettings(fps=p["fps"], snippet_frames=p["snippet_frames"], short_side=p["short_side"],
                           crop=p["crop"], backend=d["backend"], chunk_snippets=d["chunk_snippets"],
                           threads=d["threads"])
+
+
+def flow_settings(config: dict) -> FlowSettings:
+    f = config["flow"]
+    tvl1 = {**f["tvl1"], **preset(config).get("tvl1", {})}
+    tvl1["lambda_"] = tvl1.pop("lambda")
+    return FlowSettings(backend=f["backend"], bound=f["bound"], quantize=f["quantize"], **tvl1)
+
+
+def flow_runtime(config: dict) -> FlowRuntime:
+    f = config["flow"]
+    return FlowRuntime(device=f["device"], batch_size=f["batch_size"], compile=f["compile"], threads=f["threads"])
 
 
 def as_param(settings) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.decode import (DecodeError, DecodeSettings, SnippetWriter, decode_video, open_frames, resample,
-                             resize_crop, run)
+from pipeline.decode import DecodeError, DecodeSettings, decode_video, open_frames, resample, resize_crop, run
+from pipeline.io import NpyAppender
 from pipeline.demo_data import write_video
 from conftest import brightness_frames, frame_index
 
@@ -63,14 +63,18 @@ def test_resize_crop_short_side_and_center():
     assert resize_crop(np.zeros((256, 340, 3), np.uint8), 256, 224).shape == (224, 224, 3)
 
 
-def test_snippet_writer_is_a_standard_npy(tmp_path):
-    w = SnippetWriter(tmp_path / "x.npy", (2, 3, 3, 3))
+def test_appender_writes_a_standard_npy(tmp_path):
+    w = NpyAppender(tmp_path / "x.npy", (2, 3, 3, 3))
     for i in range(3):
         w.write(np.full((1, 2, 3, 3, 3), i, np.uint8))
     w.close()
     a = np.load(tmp_path / "x.npy", allow_pickle=False)
     assert a.shape == (3, 2, 3, 3, 3) and a[:, 0, 0, 0, 0].tolist() == [0, 1, 2]
     assert np.load(tmp_path / "x.npy", mmap_mode="r").shape == (3, 2, 3, 3, 3)
+    w = NpyAppender(tmp_path / "f.npy", (4,), np.float32)
+    w.write(np.arange(8, dtype=np.float32).reshape(2, 4))
+    w.close()
+    assert np.load(tmp_path / "f.npy").tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 # ------------------------------------------------------------ real videos

@@ -16,6 +16,9 @@ from conftest import REPO, thumos_dir
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY_DEMO = {"generate": {"n_train": 2, "n_test": 1, "min_duration_s": 3.0, "max_duration_s": 4.0,
                           "min_action_s": 1.0, "max_action_s": 1.5, "max_actions": 1}}
+# Eager TV-L1 (no compile warm-up per job) with few iterations keeps workflow tests quick.
+QUICK_FLOW = {"flow": {"compile": False, "tvl1": {"nscales": 2, "warps": 1, "outer_iterations": 2,
+                                                   "inner_iterations": 5}}}
 
 
 def snakemake(workdir, override: dict, *args, check=True):
@@ -83,14 +86,14 @@ def fake_thumos(tmp_path, skip=()):
 
 def test_thumos14_dry_run_job_counts(tmp_path):
     _, out = snakemake(tmp_path, fake_thumos(tmp_path), "-n")
-    assert planned_jobs(out) == {"annotations": 1, "decode": 413, "skipped_videos": 1, "all": 1}
+    assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "skipped_videos": 1, "all": 1}
 
 
 def test_thumos14_missing_videos_skip_or_fail(tmp_path):
     gone = ["video_test_0000004", "video_validation_0000051"]
     config = fake_thumos(tmp_path, skip=gone)
     _, out = snakemake(tmp_path, config, "-n")
-    assert planned_jobs(out)["decode"] == 411
+    assert planned_jobs(out)["decode"] == planned_jobs(out)["flow"] == 411
     rc, out = snakemake(tmp_path, {**config, "on_missing_video": "fail"}, "-n", check=False)
     assert rc != 0 and "2 annotated video(s) not found on disk: video_test_0000004, video_validation_0000051" in out
 
@@ -98,8 +101,8 @@ def test_thumos14_missing_videos_skip_or_fail(tmp_path):
 # ---------------------------------------------------------------- demo run
 
 
-def test_demo_runs_through_decode_and_reruns_only_what_changed(tmp_path):
-    override = {"presets": {"demo": TINY_DEMO}}
+def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
+    override = {"presets": {"demo": TINY_DEMO}, **QUICK_FLOW}
     snakemake(tmp_path, override)
     out = tmp_path / "results" / "demo"
     assert json.loads((out / "skipped_videos.json").read_text()) == {"skipped": [], "n_videos": 3}
@@ -109,15 +112,24 @@ def test_demo_runs_through_decode_and_reruns_only_what_changed(tmp_path):
     assert frames.shape == (meta["n_snippets"], 16, 112, 112, 3)
     table = (out / "annotations" / "annotations.tsv").read_text().splitlines()
     assert table[0] == "video\tsubset\tlabel\tstart_s\tend_s\tduration" and len(table) == 4
+    flow = np.load(out / "flow" / "demo_test_0001" / "flow.npy", mmap_mode="r")
+    assert flow.shape == (meta["n_snippets"], 16, 112, 112, 2) and flow.dtype == np.uint8
 
     _, dry = snakemake(tmp_path, override, "-n")
     assert planned_jobs(dry) == {}  # a second run does nothing
     # A decode setting reruns decode and what reads it, not the demo videos.
-    _, dry = snakemake(tmp_path, {"presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
-    assert planned_jobs(dry) == {"decode": 3, "skipped_videos": 1, "all": 1}
+    _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
+    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "skipped_videos": 1, "all": 1}
+    # A flow setting reruns flow only; how flow runs (batch size, device) reruns nothing.
+    _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "bound": 15}}, "-n")
+    assert planned_jobs(dry) == {"flow": 3, "all": 1}
+    _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "batch_size": 4, "device": "cpu"}}, "-n")
+    assert planned_jobs(dry) == {}
     # A demo setting regenerates the videos, and so everything downstream.
-    _, dry = snakemake(tmp_path, {"presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}}, "-n")
-    assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "skipped_videos": 1, "all": 1}
+    _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}},
+                       "-n")
+    assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "skipped_videos": 1,
+                                 "all": 1}
 
 
 def test_bad_video_among_good_ones(tmp_path):
@@ -129,10 +141,10 @@ def test_bad_video_among_good_ones(tmp_path):
     (videos / "broken.mp4").write_bytes(os.urandom(4000))
     (tmp_path / "ann.csv").write_text("video,subset,label,start,end\nclip é 1,train,Jump,0.2,1.0\n"
                                       "clip2,test,Jump,0.5,1.2\nbroken,train,Jump,0.1,0.5\n")
-    config = {"preset": "mine", "presets": {"mine": {
+    config = {"preset": "mine", "flow": {"compile": False}, "presets": {"mine": {
         "videos": str(videos), "annotations": {"format": "csv", "path": str(tmp_path / "ann.csv")},
         "train_subset": "train", "test_subset": "test", "fps": 25, "snippet_frames": 16, "short_side": 64,
-        "crop": 48, "tiou_thresholds": [0.5],
+        "crop": 48, "tiou_thresholds": [0.5], "tvl1": QUICK_FLOW["flow"]["tvl1"],
         "d2net": yaml.safe_load((REPO / "workflow_config.yaml").read_text())["presets"]["thumos14"]["d2net"]}}}
     snakemake(tmp_path, config)
     skipped = json.loads((tmp_path / "results" / "mine" / "skipped_videos.json").read_text())["skipped"]

@@ -1,0 +1,231 @@
+"""flow: decoded snippets -> TV-L1 optical flow between consecutive frames, quantized to uint8.
+
+Output per video, ``flow.npy``: uint8 (n_snippets, snippet_frames, H, W, 2),
+channels (x, y). Frame t of the video holds the flow from frame t to t+1;
+the last frame, which has no successor (decode drops the tail), repeats the
+flow before it, so every snippet has as many flow fields as frames.
+
+Quantization: flow is clipped to [-bound, bound] (20 px) and mapped linearly
+onto 0..255, ``q = floor(255 * (f + bound) / (2 * bound))`` by default
+(DeepMind's and MediaPipe's truncation; zero flow -> 127) or with ``round``
+(denseflow's; zero flow -> 128). ``dequantize`` gives the I3D input in [-1, 1].
+
+Backends: ``torch`` (models/tvl1.py, batched over frame pairs, on the GPU
+when there is one) and ``opencv`` (``cv2.optflow.DualTVL1OpticalFlow``, the
+reference). Memory is bounded by one batch of frame pairs, whatever the
+video's length. A video decode skipped gets an empty flow file and is
+recorded as skipped again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+
+BACKENDS = ("torch", "opencv")
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Everything that changes the flow values (so the workflow reruns flow when it changes)."""
+
+    backend: str = "torch"
+    bound: float = 20.0
+    quantize: str = "floor"
+    # TV-L1, OpenCV's names and defaults
+    tau: float = 0.25
+    lambda_: float = 0.15
+    theta: float = 0.3
+    nscales: int = 5
+    warps: int = 5
+    epsilon: float = 0.01
+    inner_iterations: int = 30
+    outer_iterations: int = 10
+    scale_step: float = 0.8
+    median_filtering: int = 5
+
+    def tvl1_params(self):
+        from models.tvl1 import TVL1Params
+
+        return TVL1Params(**{f.name: getattr(self, f.name) for f in fields(TVL1Params)})
+
+
+@dataclass(frozen=True)
+class FlowRuntime:
+    """How to run it; does not change the flow values."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 16  # frame pairs per TV-L1 call
+    compile: bool = True  # torch.compile the TV-L1 iterations (torch backend)
+    threads: int = 0  # CPU threads; 0 keeps the library default
+
+
+# ------------------------------------------------------------------ numerics
+
+
+def quantize(flow: np.ndarray, bound: float = 20.0, mode: str = "floor") -> np.ndarray:
+    """Float flow -> uint8: clip to [-bound, bound], map linearly onto 0..255 (floor or round)."""
+    x = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2 * bound))
+    if mode == "floor":
+        x = np.floor(x)
+    elif mode == "round":
+        x = np.rint(x)
+    else:
+        raise ValueError(f"quantize must be 'floor' or 'round', not {mode!r}")
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def dequantize(q: np.ndarray) -> np.ndarray:
+    """uint8 flow -> float32 in [-1, 1], the I3D flow-stream input (x / 255 * 2 - 1)."""
+    return q.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (..., H, W, 3) -> uint8 gray, bit-exact with ``cv2.cvtColor(RGB2GRAY)``."""
+    import torch
+
+    from models.tvl1 import rgb_to_gray
+
+    return rgb_to_gray(torch.from_numpy(np.array(rgb))).numpy()  # a writable copy of the memory-mapped frames
+
+
+class _TorchFlow:
+    def __init__(self, settings: FlowSettings, runtime: FlowRuntime):
+        import torch
+
+        if runtime.threads:
+            torch.set_num_threads(runtime.threads)
+        device = runtime.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("flow: device 'cuda' requested but no CUDA device is available")
+        self.device = device
+        self.params = settings.tvl1_params()
+        self.compile = runtime.compile
+
+    def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
+        import torch
+
+        from models.tvl1 import tvl1
+
+        a = torch.from_numpy(gray0).to(self.device)
+        b = torch.from_numpy(gray1).to(self.device)
+        return tvl1(a, b, self.params, compile=self.compile).cpu().numpy()
+
+
+class _OpenCVFlow:
+    def __init__(self, settings: FlowSettings, runtime: FlowRuntime):
+        import cv2
+
+        if runtime.threads:
+            cv2.setNumThreads(runtime.threads)
+        p = settings.tvl1_params()
+        self.device = "cpu"
+        self.tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(
+            tau=p.tau, lambda_=p.lambda_, theta=p.theta, nscales=p.nscales, warps=p.warps, epsilon=p.epsilon,
+            innnerIterations=p.inner_iterations, outerIterations=p.outer_iterations, scaleStep=p.scale_step,
+            gamma=0.0, medianFiltering=p.median_filtering)
+
+    def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
+        return np.stack([self.tvl1.calc(a, b, None) for a, b in zip(gray0, gray1)])
+
+
+def flow_engine(settings: FlowSettings, runtime: FlowRuntime):
+    """A callable (B,H,W) uint8 gray x2 -> (B,H,W,2) float32 flow, for the configured backend."""
+    if settings.backend == "torch":
+        return _TorchFlow(settings, runtime)
+    if settings.backend == "opencv":
+        return _OpenCVFlow(settings, runtime)
+    raise ValueError(f"unknown flow backend {settings.backend!r}; choose one of {BACKENDS}")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSettings,
+                 runtime: FlowRuntime = FlowRuntime(), progress: bool = False) -> dict:
+    """Flow of every consecutive frame pair of one decoded video, written as quantized snippets."""
+    from pipeline.decode import open_frames
+
+    frames = open_frames(frames_path)
+    n_snippets, snip, h, w, _ = frames.shape
+    flat = frames.reshape(n_snippets * snip, h, w, 3)  # a view of the memory map
+    n_frames = len(flat)
+    engine = flow_engine(settings, runtime) if n_frames else None
+    bar = None
+    if progress and n_frames:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max(n_frames - 1, 0), desc=f"flow {Path(frames_path).parent.name}", unit="pair",
+                   file=sys.stderr)
+    start = time.perf_counter()
+    pending = np.empty((0, h, w, 2), np.uint8)  # quantized flows not yet written as whole snippets
+    with atomic_path(out_path) as tmp:
+        writer = NpyAppender(tmp, (snip, h, w, 2))
+        try:
+            gray_prev = None
+            for t0 in range(0, n_frames - 1, runtime.batch_size):
+                t1 = min(t0 + runtime.batch_size, n_frames - 1)
+                gray = to_gray(flat[t0 + 1:t1 + 1])
+                first = gray_prev if gray_prev is not None else to_gray(flat[t0:t0 + 1])
+                seq = np.concatenate([first[-1:], gray])
+                flow = engine(seq[:-1], seq[1:])
+                gray_prev = gray
+                q = quantize(flow, settings.bound, settings.quantize)
+                if t1 == n_frames - 1:  # the last frame has no successor: repeat the last flow
+                    q = np.concatenate([q, q[-1:]])
+                pending = np.concatenate([pending, q])
+                whole = len(pending) // snip
+                if whole:
+                    writer.write(pending[:whole * snip].reshape(whole, snip, h, w, 2))
+                    pending = pending[whole * snip:]
+                if bar is not None:
+                    bar.update(t1 - t0)
+        finally:
+            writer.close()
+            if bar is not None:
+                bar.close()
+        assert writer.count == n_snippets and len(pending) == 0
+    seconds = time.perf_counter() - start
+    return {"n_snippets": n_snippets, "n_pairs": max(n_frames - 1, 0), "seconds": round(seconds, 3),
+            "pairs_per_s": round((n_frames - 1) / seconds, 3) if n_frames > 1 else None,
+            "device": engine.device if engine else None, "settings": asdict(settings),
+            "runtime": asdict(runtime)}
+
+
+def run(frames: str, decode_meta: str, flow_out: str, meta_out: str, settings: FlowSettings,
+        runtime: FlowRuntime, progress: bool = True) -> dict:
+    status = json.loads(Path(decode_meta).read_text())
+    meta = {"video": status["video"], "status": status["status"]}
+    meta.update(compute_flow(frames, flow_out, settings, runtime, progress=progress))
+    if status["status"] != "ok":
+        meta["reason"] = status.get("reason", "")
+    atomic_write_json(meta_out, meta)
+    return meta
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("frames", help="decoded frames.npy")
+    ap.add_argument("--decode-meta", required=True)
+    ap.add_argument("--flow", required=True, help="output flow.npy")
+    ap.add_argument("--meta", required=True, help="output meta.json")
+    ap.add_argument("--settings", default="{}", help="FlowSettings as JSON")
+    ap.add_argument("--runtime", default="{}", help="FlowRuntime as JSON")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    run(args.frames, args.decode_meta, args.flow, args.meta, FlowSettings(**json.loads(args.settings)),
+        FlowRuntime(**json.loads(args.runtime)), progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
