@@ -34,7 +34,7 @@ rule all:
     input:
         f"{OUT}/annotations/annotations.tsv",
         f"{OUT}/skipped_videos.json",
-        expand(f"{OUT}/flow/{{video}}/flow.npy", video=sorted(VIDEOS)),
+        expand(f"{OUT}/features/{{video}}.npy", video=sorted(VIDEOS)),
 
 
 # 0. The demo preset makes its own videos and THUMOS-format annotations.
@@ -110,14 +110,40 @@ rule flow:
         meta=f"{OUT}/flow/{{video}}/meta.json",
     params:
         settings=wf.as_param(wf.flow_settings(config)),
+    threads: config["flow"]["threads"]
     log:
         f"{OUT}/logs/flow/{{video}}.log",
     shell:
         "{PY} -m pipeline.flow {input.frames:q} --decode-meta {input.meta:q} --flow {output.flow:q}"
-        " --meta {output.meta:q} --settings {params.settings:q} --runtime {FLOW_RUNTIME:q} 2> {log:q}"
+        " --meta {output.meta:q} --settings {params.settings:q} --runtime {FLOW_RUNTIME:q} --threads {threads}"
+        " 2> {log:q}"
 
 
-# 4. Videos the run could not use, for later stages and the report.
+# 4. Each video: I3D RGB and flow features, one 2048-d vector per snippet, with their provenance.
+FEATURE_RUNTIME = wf.as_param(wf.feature_runtime(config))  # how to run: not a rerun trigger
+
+rule features:
+    input:
+        frames=rules.decode.output.frames,
+        flow=rules.flow.output.flow,
+        flow_meta=rules.flow.output.meta,
+        weights=wf.weight_files(config),
+    output:
+        features=f"{OUT}/features/{{video}}.npy",
+        provenance=f"{OUT}/features/{{video}}.json",
+    params:
+        settings=wf.as_param(wf.feature_settings(config)),
+        preset=config["preset"],
+    threads: config["features"]["threads"]
+    log:
+        f"{OUT}/logs/features/{{video}}.log",
+    shell:
+        "{PY} -m pipeline.features {input.frames:q} --flow {input.flow:q} --flow-meta {input.flow_meta:q}"
+        " --out {output.features:q} --provenance {output.provenance:q} --settings {params.settings:q}"
+        " --runtime {FEATURE_RUNTIME:q} --threads {threads} --preset {params.preset:q} 2> {log:q}"
+
+
+# 5. Videos the run could not use, for later stages and the report.
 rule skipped_videos:
     input:
         metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),

@@ -22,11 +22,12 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from models.tvl1 import TVL1Params
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 
 BACKENDS = ("torch", "opencv")
@@ -39,22 +40,11 @@ class FlowSettings:
     backend: str = "torch"
     bound: float = 20.0
     quantize: str = "floor"
-    # TV-L1, OpenCV's names and defaults
-    tau: float = 0.25
-    lambda_: float = 0.15
-    theta: float = 0.3
-    nscales: int = 5
-    warps: int = 5
-    epsilon: float = 0.01
-    inner_iterations: int = 30
-    outer_iterations: int = 10
-    scale_step: float = 0.8
-    median_filtering: int = 5
+    tvl1: TVL1Params = TVL1Params()  # OpenCV's parameter names and defaults
 
-    def tvl1_params(self):
-        from models.tvl1 import TVL1Params
-
-        return TVL1Params(**{f.name: getattr(self, f.name) for f in fields(TVL1Params)})
+    @classmethod
+    def from_dict(cls, d: dict) -> "FlowSettings":
+        return cls(**{**d, "tvl1": TVL1Params(**d.get("tvl1", {}))})
 
 
 @dataclass(frozen=True)
@@ -62,7 +52,7 @@ class FlowRuntime:
     """How to run it; does not change the flow values."""
 
     device: str = "auto"  # auto | cpu | cuda
-    batch_size: int = 16  # frame pairs per TV-L1 call
+    batch_size: int = 8  # frame pairs per TV-L1 call
     compile: bool = True  # torch.compile the TV-L1 iterations (torch backend)
     threads: int = 0  # CPU threads; 0 keeps the library default
 
@@ -108,7 +98,7 @@ class _TorchFlow:
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("flow: device 'cuda' requested but no CUDA device is available")
         self.device = device
-        self.params = settings.tvl1_params()
+        self.params = settings.tvl1
         self.compile = runtime.compile
 
     def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
@@ -127,7 +117,7 @@ class _OpenCVFlow:
 
         if runtime.threads:
             cv2.setNumThreads(runtime.threads)
-        p = settings.tvl1_params()
+        p = settings.tvl1
         self.device = "cpu"
         self.tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(
             tau=p.tau, lambda_=p.lambda_, theta=p.theta, nscales=p.nscales, warps=p.warps, epsilon=p.epsilon,
@@ -220,10 +210,14 @@ def main(argv=None) -> int:
     ap.add_argument("--meta", required=True, help="output meta.json")
     ap.add_argument("--settings", default="{}", help="FlowSettings as JSON")
     ap.add_argument("--runtime", default="{}", help="FlowRuntime as JSON")
+    ap.add_argument("--threads", type=int, help="CPU threads (overrides the runtime's)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    run(args.frames, args.decode_meta, args.flow, args.meta, FlowSettings(**json.loads(args.settings)),
-        FlowRuntime(**json.loads(args.runtime)), progress=not args.no_progress)
+    runtime = FlowRuntime(**json.loads(args.runtime))
+    if args.threads:
+        runtime = replace(runtime, threads=args.threads)
+    run(args.frames, args.decode_meta, args.flow, args.meta, FlowSettings.from_dict(json.loads(args.settings)),
+        runtime, progress=not args.no_progress)
     return 0
 
 

@@ -11,8 +11,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from models.tvl1 import TVL1Params
 from pipeline import annotations, demo_data
 from pipeline.decode import DecodeSettings
+from pipeline.features import FeatureRuntime, FeatureSettings
 from pipeline.flow import FlowRuntime, FlowSettings
 
 
@@ -52,12 +54,29 @@ def flow_settings(config: dict) -> FlowSettings:
     f = config["flow"]
     tvl1 = {**f["tvl1"], **preset(config).get("tvl1", {})}
     tvl1["lambda_"] = tvl1.pop("lambda")
-    return FlowSettings(backend=f["backend"], bound=f["bound"], quantize=f["quantize"], **tvl1)
+    return FlowSettings(backend=f["backend"], bound=f["bound"], quantize=f["quantize"], tvl1=TVL1Params(**tvl1))
 
 
 def flow_runtime(config: dict) -> FlowRuntime:
     f = config["flow"]
     return FlowRuntime(device=f["device"], batch_size=f["batch_size"], compile=f["compile"], threads=f["threads"])
+
+
+def feature_settings(config: dict) -> FeatureSettings:
+    f = config["features"]
+    return FeatureSettings(rgb_weights=f["rgb_weights"], flow_weights=f["flow_weights"],
+                           random_seed=f["random_seed"])
+
+
+def feature_runtime(config: dict) -> FeatureRuntime:
+    f = config["features"]
+    return FeatureRuntime(device=f["device"], batch_size=f["batch_size"], threads=f["threads"])
+
+
+def weight_files(config: dict) -> list[str]:
+    """Checkpoint files the features depend on, so replacing one reruns features."""
+    f = config["features"]
+    return [p for p in (f["rgb_weights"], f["flow_weights"]) if p not in ("kinetics400", "random")]
 
 
 def as_param(settings) -> str:

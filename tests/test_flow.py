@@ -5,12 +5,13 @@ import sys
 import numpy as np
 import pytest
 
+from models.tvl1 import TVL1Params
 from pipeline.decode import DecodeSettings, decode_video, run as decode_run
 from pipeline.demo_data import DemoSettings, generate
 from pipeline.flow import FlowRuntime, FlowSettings, compute_flow, dequantize, quantize, run
 from pipeline.io import NpyAppender
 
-FAST = FlowSettings(nscales=2, warps=2, outer_iterations=2, inner_iterations=10)
+FAST = FlowSettings(tvl1=TVL1Params(nscales=2, warps=2, outer_iterations=2, inner_iterations=10))
 EAGER = FlowRuntime(compile=False, batch_size=8)
 
 
@@ -74,7 +75,8 @@ def test_skipped_video_gets_empty_flow(tmp_path):
 MEASURE = """
 import resource, sys
 from pipeline.flow import FlowRuntime, FlowSettings, compute_flow
-s = FlowSettings(nscales=1, warps=1, outer_iterations=1, inner_iterations=2, median_filtering=1)
+from models.tvl1 import TVL1Params
+s = FlowSettings(tvl1=TVL1Params(nscales=1, warps=1, outer_iterations=1, inner_iterations=2, median_filtering=1))
 compute_flow(sys.argv[1], sys.argv[2], s, FlowRuntime(compile=False, batch_size=32))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

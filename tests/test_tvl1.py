@@ -226,4 +226,4 @@ def test_compiled_equals_eager_224(bikes_frames):
 
 @pytest.mark.slow
 def test_fidelity_at_224(bikes_frames):
-    _check_fidelity(_fidelity(bikes_frames, 224, 40))
+    _check_fidelity(_fidelity(bikes_frames, 224, 20))
