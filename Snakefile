@@ -1,4 +1,4 @@
-# Raw videos -> decoded snippets -> (flow -> I3D features -> D2-Net -> detections -> mAP report).
+# Raw videos -> decoded snippets -> TV-L1 flow -> I3D features -> (D2-Net -> detections -> mAP report).
 #
 #   snakemake --cores all                          # the demo preset
 #   snakemake --cores all --config preset=thumos14

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from models.tvl1 import TVL1Params
+from models.tvl1 import TVL1Params, rgb_to_gray, tvl1
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 
 BACKENDS = ("torch", "opencv")
@@ -53,7 +54,9 @@ class FlowRuntime:
 
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 8  # frame pairs per TV-L1 call
-    compile: bool = True  # torch.compile the TV-L1 iterations (torch backend)
+    # torch.compile the TV-L1 iterations (torch backend). "auto": when the video has enough frame pairs to
+    # repay the compile warm-up (15-60 s per process on a CPU), or on a GPU.
+    compile: bool | str = "auto"
     threads: int = 0  # CPU threads; 0 keeps the library default
 
 
@@ -79,17 +82,14 @@ def dequantize(q: np.ndarray) -> np.ndarray:
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB (..., H, W, 3) -> uint8 gray, bit-exact with ``cv2.cvtColor(RGB2GRAY)``."""
-    import torch
-
-    from models.tvl1 import rgb_to_gray
-
     return rgb_to_gray(torch.from_numpy(np.array(rgb))).numpy()  # a writable copy of the memory-mapped frames
 
 
-class _TorchFlow:
-    def __init__(self, settings: FlowSettings, runtime: FlowRuntime):
-        import torch
+COMPILE_MIN_PAIRS = 2000
 
+
+class _TorchFlow:
+    def __init__(self, settings: FlowSettings, runtime: FlowRuntime, n_pairs: int):
         if runtime.threads:
             torch.set_num_threads(runtime.threads)
         device = runtime.device
@@ -100,12 +100,10 @@ class _TorchFlow:
         self.device = device
         self.params = settings.tvl1
         self.compile = runtime.compile
+        if self.compile == "auto":
+            self.compile = device == "cuda" or n_pairs >= COMPILE_MIN_PAIRS
 
     def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
-        import torch
-
-        from models.tvl1 import tvl1
-
         a = torch.from_numpy(gray0).to(self.device)
         b = torch.from_numpy(gray1).to(self.device)
         return tvl1(a, b, self.params, compile=self.compile).cpu().numpy()
@@ -128,10 +126,10 @@ class _OpenCVFlow:
         return np.stack([self.tvl1.calc(a, b, None) for a, b in zip(gray0, gray1)])
 
 
-def flow_engine(settings: FlowSettings, runtime: FlowRuntime):
+def flow_engine(settings: FlowSettings, runtime: FlowRuntime, n_pairs: int = 0):
     """A callable (B,H,W) uint8 gray x2 -> (B,H,W,2) float32 flow, for the configured backend."""
     if settings.backend == "torch":
-        return _TorchFlow(settings, runtime)
+        return _TorchFlow(settings, runtime, n_pairs)
     if settings.backend == "opencv":
         return _OpenCVFlow(settings, runtime)
     raise ValueError(f"unknown flow backend {settings.backend!r}; choose one of {BACKENDS}")
@@ -149,7 +147,7 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
     n_snippets, snip, h, w, _ = frames.shape
     flat = frames.reshape(n_snippets * snip, h, w, 3)  # a view of the memory map
     n_frames = len(flat)
-    engine = flow_engine(settings, runtime) if n_frames else None
+    engine = flow_engine(settings, runtime, n_frames - 1) if n_frames else None
     bar = None
     if progress and n_frames:
         from tqdm import tqdm

@@ -86,14 +86,15 @@ def fake_thumos(tmp_path, skip=()):
 
 def test_thumos14_dry_run_job_counts(tmp_path):
     _, out = snakemake(tmp_path, fake_thumos(tmp_path), "-n")
-    assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "skipped_videos": 1, "all": 1}
+    assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "features": 413, "skipped_videos": 1,
+                                 "all": 1}
 
 
 def test_thumos14_missing_videos_skip_or_fail(tmp_path):
     gone = ["video_test_0000004", "video_validation_0000051"]
     config = fake_thumos(tmp_path, skip=gone)
     _, out = snakemake(tmp_path, config, "-n")
-    assert planned_jobs(out)["decode"] == planned_jobs(out)["flow"] == 411
+    assert planned_jobs(out)["decode"] == planned_jobs(out)["flow"] == planned_jobs(out)["features"] == 411
     rc, out = snakemake(tmp_path, {**config, "on_missing_video": "fail"}, "-n", check=False)
     assert rc != 0 and "2 annotated video(s) not found on disk: video_test_0000004, video_validation_0000051" in out
 
@@ -114,22 +115,28 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     assert table[0] == "video\tsubset\tlabel\tstart_s\tend_s\tduration" and len(table) == 4
     flow = np.load(out / "flow" / "demo_test_0001" / "flow.npy", mmap_mode="r")
     assert flow.shape == (meta["n_snippets"], 16, 112, 112, 2) and flow.dtype == np.uint8
+    features = np.load(out / "features" / "demo_test_0001.npy")
+    assert features.shape == (meta["n_snippets"], 2048) and np.isfinite(features).all()
+    provenance = json.loads((out / "features" / "demo_test_0001.json").read_text())
+    assert provenance["provenance"].startswith("I3D RGB: kinetics400") and "RANDOM" in provenance["provenance"]
 
     _, dry = snakemake(tmp_path, override, "-n")
     assert planned_jobs(dry) == {}  # a second run does nothing
     # A decode setting reruns decode and what reads it, not the demo videos.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
-    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "skipped_videos": 1, "all": 1}
-    # A flow setting reruns flow only; how flow runs (batch size, device) reruns nothing.
+    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "skipped_videos": 1, "all": 1}
+    # A flow setting reruns flow and features; how flow runs (batch size, device) reruns nothing.
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "bound": 15}}, "-n")
-    assert planned_jobs(dry) == {"flow": 3, "all": 1}
+    assert planned_jobs(dry) == {"flow": 3, "features": 3, "all": 1}
+    _, dry = snakemake(tmp_path, {**override, "features": {"random_seed": 5}}, "-n")
+    assert planned_jobs(dry) == {"features": 3, "all": 1}
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "batch_size": 4, "device": "cpu"}}, "-n")
     assert planned_jobs(dry) == {}
     # A demo setting regenerates the videos, and so everything downstream.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}},
                        "-n")
-    assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "skipped_videos": 1,
-                                 "all": 1}
+    assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "features": 3,
+                                 "skipped_videos": 1, "all": 1}
 
 
 def test_bad_video_among_good_ones(tmp_path):
@@ -152,6 +159,9 @@ def test_bad_video_among_good_ones(tmp_path):
     assert "broken.mp4: cannot open as a video" in skipped[0]["reason"]
     meta = json.loads((tmp_path / "results" / "mine" / "decoded" / "clip é 1" / "meta.json").read_text())
     assert meta["status"] == "ok" and meta["n_snippets"] == 2
+    assert np.load(tmp_path / "results" / "mine" / "features" / "clip é 1.npy").shape == (2, 2048)
+    broken = json.loads((tmp_path / "results" / "mine" / "features" / "broken.json").read_text())
+    assert broken["status"] == "skipped" and broken["n_snippets"] == 0
 
     rc, out = snakemake(tmp_path, {**config, "results_dir": "strict", "on_bad_video": "fail"}, check=False)
     assert rc != 0
