@@ -185,3 +185,50 @@ def update_running_bg(bg_mean: torch.Tensor, bg_top: torch.Tensor, momentum: flo
     if len(bg_top) == 0:
         return bg_mean
     return momentum * bg_mean + (1 - momentum) * bg_top.detach().mean(0, keepdim=True)
+
+
+# ------------------------------------------------------------- the total
+
+
+# Ablations of the paper's Tables 3 and 4: which terms a variant uses.
+VARIANTS = {
+    "ce": dict(focal=False, embed=False, denoise=None),  # cross-entropy only
+    "focal": dict(focal=True, embed=False, denoise=None),  # focal only
+    "dis": dict(focal=True, embed=True, denoise=None),  # L_Dis only
+    "dis_pdmi": dict(focal=True, embed=True, denoise="pdmi"),  # L_Dis + L_D (pDMI): D2-Net
+    "dis_l1": dict(focal=True, embed=True, denoise="l1"),  # L_Dis + L1 denoising
+    "dis_bce": dict(focal=True, embed=True, denoise="bce"),  # L_Dis + BCE denoising
+}
+
+
+def d2net_loss(out, seq_len: torch.Tensor, labels: torch.Tensor, running_bg: torch.Tensor, cfg, iteration: int,
+               generator: torch.Generator | None = None):
+    """The training loss of one batch: (total, {term: value}, new running background).
+
+    ``cfg`` carries variant, alpha, compactness_weight, focal_exponent, topk_divisor, bg_threshold,
+    pdmi_bg_threshold, pdmi_start_iter, reference_pairing_rows. Videos shorter than 5 snippets or
+    without a label are left out, as in the reference. The denoising terms run after
+    ``pdmi_start_iter`` on even iterations (the reference's schedule).
+    """
+    v = VARIANTS[cfg.variant]
+    keep = (seq_len >= 5) & labels.bool().any(1)
+    tcam, emb, seq, lab = out.tcam[keep], out.embedding[keep], seq_len[keep], labels[keep]
+    zero = out.tcam.sum() * 0
+    if len(seq) == 0:
+        return zero, {"cls": 0.0, "ds": 0.0, "dv": 0.0}, running_bg
+    p = video_scores(tcam, seq, cfg.topk_divisor)
+    fg, bg, bg_top = attention(tcam, seq, cfg.bg_threshold)
+    _, has_bg = weighted_embeddings(emb, bg)
+    new_bg = update_running_bg(running_bg, emb[torch.arange(len(seq)), bg_top][has_bg])
+    wt = None
+    if v["embed"]:
+        x_fg, has_fg = weighted_embeddings(emb, fg)
+        x_bg, _ = weighted_embeddings(emb, bg)
+        wt = pair_terms(x_fg, has_fg, x_bg, has_bg, generator, cfg.reference_pairing_rows)
+    cls = classification_loss(p, lab, wt, cfg.compactness_weight, cfg.focal_exponent if v["focal"] else 0.0)
+    ds = dv = zero
+    if v["denoise"] and iteration > cfg.pdmi_start_iter and iteration % 2 == 0:
+        ds = snippet_denoise_loss(tcam, emb, seq, lab, new_bg, 0.5, cfg.pdmi_bg_threshold, v["denoise"])
+        dv = video_denoise_loss(p, lab, v["denoise"])
+    total = cls + cfg.alpha * (ds + dv)
+    return total, {"cls": cls.item(), "ds": ds.item(), "dv": dv.item()}, new_bg

@@ -1,0 +1,249 @@
+"""train: D2-Net from video-level labels on per-video I3D features, seeded, checkpointed, resumable.
+
+Batches are drawn uniformly with replacement from the training subset (as
+the reference does), every video brought to L = min(max_seqlen, longest in
+the batch): longer ones by a random contiguous crop, shorter ones
+zero-padded. Adam with the preset's lr and weight decay, no schedule. A
+step is skipped when the loss is not finite or not positive (reference).
+
+Every ``checkpoint_every`` iterations the whole state (model, optimizer,
+the numpy and torch random states, the log so far) is written atomically
+to ``checkpoint.pt``; a rerun resumes from it and ends with the same
+weights as an uninterrupted run. Outputs: ``model.pt`` (weights, running
+background, classes, settings), ``log.csv``, ``loss.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.d2net import D2Net
+from models.losses import VARIANTS, d2net_loss
+from pipeline.io import atomic_path, atomic_write_text
+
+LOG_COLUMNS = ("iteration", "total", "cls", "ds", "dv", "seconds")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    variant: str = "dis_pdmi"
+    alpha: float = 0.2
+    compactness_weight: float = 0.01
+    focal_exponent: float = 2.0
+    topk_divisor: int = 8
+    bg_threshold: float = 0.5
+    pdmi_bg_threshold: float = 0.5
+    pdmi_start_iter: int = 1000
+    reference_pairing_rows: bool = False
+    kernel_size: int = 3
+    dilation: int = 1
+    classifier_kernel_size: int = 1
+    classifier_dilation: int = 1
+    dropout: float = 0.7
+    max_seqlen: int = 750
+    batch_size: int = 20
+    lr: float = 1e-4
+    weight_decay: float = 0.005
+    iterations: int = 20000
+    seed: int = 1
+    checkpoint_every: int = 500
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown loss variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainSettings":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def build_model(n_classes: int, s: TrainSettings, feature_dim: int = 2048) -> D2Net:
+    return D2Net(n_classes, feature_dim, s.kernel_size, s.dilation, s.classifier_kernel_size, s.classifier_dilation,
+                 s.dropout)
+
+
+def sample_batch(rng: np.random.Generator, feats: list[np.ndarray], labels: np.ndarray, s: TrainSettings):
+    """(features (B, L, D), seq_len (B,), labels (B, C)) drawn as the reference draws them."""
+    idx = rng.choice(len(feats), size=s.batch_size)
+    L = min(s.max_seqlen, max(len(feats[i]) for i in idx))
+    dim = feats[0].shape[1]
+    x = np.zeros((len(idx), L, dim), np.float32)
+    seq = np.zeros(len(idx), np.int64)
+    for j, i in enumerate(idx):
+        f = feats[i]
+        if len(f) > L:
+            start = int(rng.integers(len(f) - L))
+            f = f[start:start + L]
+        x[j, :len(f)] = f
+        seq[j] = len(f)
+    return torch.from_numpy(x), torch.from_numpy(seq), torch.from_numpy(labels[idx])
+
+
+def _save(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _write_log(path: Path, rows) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(LOG_COLUMNS)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_losses(rows, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = np.asarray(rows, dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for col, name in ((1, "total"), (2, "L_cls / L_Dis"), (3, "L_DS"), (4, "L_DV")):
+        if len(a) and np.any(a[:, col]):
+            ax.plot(a[:, 0], a[:, col], label=name, lw=1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: TrainSettings, out_dir: str | Path,
+          progress: bool = False) -> Path:
+    """Train (or resume from ``checkpoint.pt``) in ``out_dir``; returns the path of model.pt."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(s.seed)
+    model = build_model(len(classes), s, feats[0].shape[1])
+    opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    rng = np.random.default_rng(s.seed)
+    pairs = torch.Generator().manual_seed(s.seed)
+    rows: list[list[float]] = []
+    start = 0
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt["settings"] != asdict(s) or ckpt["classes"] != list(classes):
+            raise ValueError(f"{ckpt_path}: written with other settings or classes; delete it to start over")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        pairs.set_state(ckpt["pair_rng"])
+        rows, start = ckpt["log"], ckpt["iteration"]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=s.iterations, initial=start, desc=f"train {out.name}", unit="it", file=sys.stderr)
+    model.train()
+    t0 = time.perf_counter()
+    for it in range(start, s.iterations):
+        x, seq, lab = sample_batch(rng, feats, labels, s)
+        outp = model(x)
+        total, terms, new_bg = d2net_loss(outp, seq, lab, model.running_bg, s, it, pairs)
+        model.running_bg.copy_(new_bg.detach())
+        if torch.isfinite(total) and total.item() > 0:
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+        rows.append([it + 1, float(total), terms["cls"], terms["ds"], terms["dv"],
+                     round(time.perf_counter() - t0, 3)])
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(loss=f"{float(total):.3f}", cls=f"{terms['cls']:.3f}", ds=f"{terms['ds']:.3f}",
+                            dv=f"{terms['dv']:.3f}")
+        if (it + 1) % s.checkpoint_every == 0 and it + 1 < s.iterations:
+            _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                              "pair_rng": pairs.get_state(), "log": rows, "iteration": it + 1,
+                              "settings": asdict(s), "classes": list(classes)})
+            _write_log(out / "log.csv", rows)
+    if bar is not None:
+        bar.close()
+    _write_log(out / "log.csv", rows)
+    plot_losses(rows, out / "loss.png", f"D2-Net ({s.variant})")
+    _save(out / "model.pt", {"model": model.state_dict(), "classes": list(classes), "settings": asdict(s),
+                             "feature_dim": feats[0].shape[1]})
+    ckpt_path.unlink(missing_ok=True)
+    return out / "model.pt"
+
+
+def load_model(path: str | Path) -> tuple[D2Net, list[str], TrainSettings]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    s = TrainSettings(**ckpt["settings"])
+    model = build_model(len(ckpt["classes"]), s, ckpt["feature_dim"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt["classes"], s
+
+
+def training_set(features_dir: str | Path, annotations_dir: str | Path, subset: str, skipped: set[str] = frozenset()):
+    """Features and multi-hot labels of the subset's videos that have snippets and a label."""
+    from pipeline.annotations import read_table
+
+    ann = read_table(annotations_dir)
+    index = {c: i for i, c in enumerate(ann.classes)}
+    feats, labels, names = [], [], []
+    for v in ann.videos_in(subset):
+        labs = ann.labels_of(v)
+        if v in skipped or not labs:
+            continue
+        path = Path(features_dir) / f"{v}.npy"
+        f = np.load(path, allow_pickle=False)
+        if not np.isfinite(f).all():
+            raise ValueError(f"{path}: non-finite values in the features")
+        if len(f) == 0:
+            continue
+        y = np.zeros(len(ann.classes), np.float32)
+        y[[index[c] for c in labs]] = 1
+        feats.append(f.astype(np.float32))
+        labels.append(y)
+        names.append(v)
+    if not feats:
+        raise ValueError(f"{annotations_dir}: no {subset!r} video with features and a label to train on")
+    return feats, np.stack(labels), ann.classes, names
+
+
+def main(argv=None) -> int:
+    from pipeline.skipped import read_skipped
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--features", required=True, help="folder of <video>.npy")
+    ap.add_argument("--annotations", required=True, help="folder written by the annotations stage")
+    ap.add_argument("--skipped", help="skipped_videos.json")
+    ap.add_argument("--subset", required=True)
+    ap.add_argument("--settings", default="{}", help="TrainSettings as JSON")
+    ap.add_argument("--out", required=True, help="run folder")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    skipped = read_skipped(args.skipped) if args.skipped else set()
+    feats, labels, classes, names = training_set(args.features, args.annotations, args.subset, skipped)
+    s = TrainSettings.from_dict(json.loads(args.settings))
+    print(f"train: {len(names)} videos, {len(classes)} classes, {s.iterations} iterations", file=sys.stderr)
+    train(feats, labels, classes, s, args.out, progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

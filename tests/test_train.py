@@ -1,0 +1,110 @@
+"""D2-Net training: it learns synthetic localization, and a killed run resumes to the same weights."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from models.losses import video_scores
+from pipeline.train import TrainSettings, load_model, train
+
+
+def synthetic(n_videos, n_classes=3, dim=256, seed=0):
+    """Noise features; each labelled segment adds its class's fixed direction. Returns feats, labels, segments."""
+    directions = np.random.default_rng(1234).standard_normal((n_classes, dim)).astype(np.float32)  # shared by all sets
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True) / 6.0
+    rng = np.random.default_rng(seed)
+    feats, labels, segments = [], [], []
+    for v in range(n_videos):
+        t = int(rng.integers(40, 80))
+        f = rng.standard_normal((t, dim)).astype(np.float32)
+        classes = rng.choice(n_classes, size=int(rng.integers(1, 3)), replace=False)
+        y = np.zeros(n_classes, np.float32)
+        segs = []
+        for c in classes:
+            start = int(rng.integers(0, t - 12))
+            length = int(rng.integers(6, 12))
+            f[start:start + length] += directions[c]
+            y[c] = 1
+            segs.append((c, start, start + length))
+        feats.append(f)
+        labels.append(y)
+        segments.append(segs)
+    return feats, np.stack(labels), segments
+
+
+def average_precision(scores, truth):
+    order = np.argsort(-scores)
+    hits = truth[order]
+    if hits.sum() == 0:
+        return 0.0
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+FAST = dict(batch_size=8, max_seqlen=100, lr=1e-3, weight_decay=0.0005, pdmi_start_iter=50, dropout=0.5,
+            topk_divisor=8, checkpoint_every=50)
+
+
+@pytest.mark.parametrize("variant", ["dis_pdmi", "ce"])
+def test_learns_synthetic_localization(tmp_path, variant):
+    torch.set_num_threads(2)
+    feats, labels, _ = synthetic(48, seed=0)
+    s = TrainSettings(variant=variant, iterations=200, seed=0, **FAST)
+    model, classes, _ = load_model(train(feats, labels, ["a", "b", "c"], s, tmp_path))
+    test_feats, test_labels, test_segments = synthetic(24, seed=1)
+    scores, inside, outside = [], [], []
+    with torch.inference_mode():
+        for f, segs in zip(test_feats, test_segments):
+            out = model(torch.from_numpy(f)[None])
+            scores.append(video_scores(out.tcam, torch.tensor([len(f)]), 8)[0].numpy())
+            tcam = out.tcam[0].numpy()
+            for c, a, b in segs:
+                mask = np.zeros(len(f), bool)
+                mask[a:b] = True
+                inside.append(tcam[mask, c].mean())
+                outside.append(tcam[~mask, c].mean())
+    scores = np.stack(scores)
+    cmap = np.mean([average_precision(scores[:, c], test_labels[:, c]) for c in range(3)])
+    assert cmap >= 0.9, cmap
+    assert np.mean(np.array(inside) > np.array(outside)) > 0.9
+    assert (tmp_path / "log.csv").exists() and (tmp_path / "loss.png").stat().st_size > 1000
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+RUN = """
+import sys, numpy as np, torch
+sys.path.insert(0, sys.argv[2])
+from test_train import synthetic, FAST
+from pipeline.train import TrainSettings, train
+torch.set_num_threads(1)
+feats, labels, _ = synthetic(24, seed=3)
+train(feats, labels, ["a", "b", "c"], TrainSettings(iterations=120, seed=5, **{**FAST, "checkpoint_every": 20}),
+      sys.argv[1])
+"""
+
+
+def test_resume_after_kill_gives_the_same_weights(tmp_path):
+    here = os.path.dirname(__file__)
+    whole = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "whole"), here], capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, "-c", RUN, str(tmp_path / "killed"), here], stderr=subprocess.PIPE)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint was written before the run ended"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    resumed = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "killed"), here], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "whole" / "log.csv").read_text().count("\n") == 121
