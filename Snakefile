@@ -28,6 +28,7 @@ VIDEOS = wf.videos(config)  # name -> path of every video this run processes
 
 wildcard_constraints:
     video="[^/]+",
+    experiment="[A-Za-z0-9_.-]+",
 
 
 rule all:
@@ -35,6 +36,7 @@ rule all:
         f"{OUT}/annotations/annotations.tsv",
         f"{OUT}/skipped_videos.json",
         expand(f"{OUT}/features/{{video}}.npy", video=sorted(VIDEOS)),
+        expand(f"{OUT}/runs/{{experiment}}/model.pt", experiment=sorted(config["experiments"])),
 
 
 # 0. The demo preset makes its own videos and THUMOS-format annotations.
@@ -152,3 +154,30 @@ rule skipped_videos:
         f"{OUT}/skipped_videos.json",
     shell:
         "{PY} -m pipeline.skipped {input.metas:q} --missing {input.missing:q} --out {output:q}"
+
+
+# 6. Each experiment: D2-Net trained on the training subset's features (video-level labels only).
+TRAIN_VIDEOS = wf.subset_videos(config, PRESET["train_subset"])
+
+rule train:
+    input:
+        features=expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
+        annotations=rules.annotations.output.table,
+        skipped=rules.skipped_videos.output,
+    output:
+        model=f"{OUT}/runs/{{experiment}}/model.pt",
+        log=f"{OUT}/runs/{{experiment}}/log.csv",
+        plot=f"{OUT}/runs/{{experiment}}/loss.png",
+    params:
+        settings=lambda w: wf.as_param(wf.train_settings(config, w.experiment)),
+        subset=PRESET["train_subset"],
+        features=f"{OUT}/features",
+        annotations=f"{OUT}/annotations",
+        out=f"{OUT}/runs/{{experiment}}",
+    threads: config["train"]["threads"]
+    log:
+        f"{OUT}/logs/train/{{experiment}}.log",
+    shell:
+        "{PY} -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
+        " --skipped {input.skipped:q} --subset {params.subset:q} --settings {params.settings:q}"
+        " --out {params.out:q} --threads {threads} 2> {log:q}"

@@ -16,6 +16,7 @@ from pipeline import annotations, demo_data
 from pipeline.decode import DecodeSettings
 from pipeline.features import FeatureRuntime, FeatureSettings
 from pipeline.flow import FlowRuntime, FlowSettings
+from pipeline.train import TrainSettings
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,26 @@ def weight_files(config: dict) -> list[str]:
     """Checkpoint files the features depend on, so replacing one reruns features."""
     f = config["features"]
     return [p for p in (f["rgb_weights"], f["flow_weights"]) if p not in ("kinetics400", "random")]
+
+
+def train_settings(config: dict, experiment: str) -> TrainSettings:
+    """The preset's D2-Net settings, the global training settings, then the experiment's overrides."""
+    d2 = {k: v for k, v in preset(config)["d2net"].items() if k not in ("class_selection", "nms_iou")}
+    t = {k: v for k, v in config["train"].items() if k != "threads"}
+    return TrainSettings.from_dict({**d2, **t, **config["experiments"][experiment]})
+
+
+def subset_videos(config: dict, subset: str) -> list[str]:
+    """The run's videos of one subset (train or test), known at parse time."""
+    p = preset(config)
+    demo = demo_settings(p)
+    if demo is not None:
+        names = demo_data.video_names(demo).get(subset, [])
+    else:
+        ann = annotations.read(p["annotations"])
+        names = ann.videos_in(subset)
+    run = videos(config)
+    return [v for v in names if v in run]
 
 
 def as_param(settings) -> str:

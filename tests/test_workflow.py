@@ -15,7 +15,8 @@ from conftest import REPO, thumos_dir
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY_DEMO = {"generate": {"n_train": 2, "n_test": 1, "min_duration_s": 3.0, "max_duration_s": 4.0,
-                          "min_action_s": 1.0, "max_action_s": 1.5, "max_actions": 1}}
+                          "min_action_s": 1.0, "max_action_s": 1.5, "max_actions": 1},
+             "d2net": {"iterations": 6, "batch_size": 2, "pdmi_start_iter": 2}}
 # Eager TV-L1 (no compile warm-up per job) with few iterations keeps workflow tests quick.
 QUICK_FLOW = {"flow": {"compile": False, "tvl1": {"nscales": 2, "warps": 1, "outer_iterations": 2,
                                                    "inner_iterations": 5}}}
@@ -87,7 +88,7 @@ def fake_thumos(tmp_path, skip=()):
 def test_thumos14_dry_run_job_counts(tmp_path):
     _, out = snakemake(tmp_path, fake_thumos(tmp_path), "-n")
     assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "features": 413, "skipped_videos": 1,
-                                 "all": 1}
+                                 "train": 2, "all": 1}
 
 
 def test_thumos14_missing_videos_skip_or_fail(tmp_path):
@@ -119,24 +120,30 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     assert features.shape == (meta["n_snippets"], 2048) and np.isfinite(features).all()
     provenance = json.loads((out / "features" / "demo_test_0001.json").read_text())
     assert provenance["provenance"].startswith("I3D RGB: kinetics400") and "RANDOM" in provenance["provenance"]
+    for experiment in ("d2net", "ce_only"):
+        assert (out / "runs" / experiment / "model.pt").exists()
+        assert (out / "runs" / experiment / "log.csv").read_text().count("\n") == 7
 
     _, dry = snakemake(tmp_path, override, "-n")
     assert planned_jobs(dry) == {}  # a second run does nothing
     # A decode setting reruns decode and what reads it, not the demo videos.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
-    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "skipped_videos": 1, "all": 1}
+    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "skipped_videos": 1, "train": 2, "all": 1}
     # A flow setting reruns flow and features; how flow runs (batch size, device) reruns nothing.
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "bound": 15}}, "-n")
-    assert planned_jobs(dry) == {"flow": 3, "features": 3, "all": 1}
+    assert planned_jobs(dry) == {"flow": 3, "features": 3, "train": 2, "all": 1}
     _, dry = snakemake(tmp_path, {**override, "features": {"random_seed": 5}}, "-n")
-    assert planned_jobs(dry) == {"features": 3, "all": 1}
+    assert planned_jobs(dry) == {"features": 3, "train": 2, "all": 1}
+    # A D2-Net loss weight of one experiment retrains that experiment only.
+    _, dry = snakemake(tmp_path, {**override, "experiments": {"d2net": {"alpha": 0.5}}}, "-n")
+    assert planned_jobs(dry) == {"train": 1, "all": 1}
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "batch_size": 4, "device": "cpu"}}, "-n")
     assert planned_jobs(dry) == {}
     # A demo setting regenerates the videos, and so everything downstream.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}},
                        "-n")
     assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "features": 3,
-                                 "skipped_videos": 1, "all": 1}
+                                 "skipped_videos": 1, "train": 2, "all": 1}
 
 
 def test_bad_video_among_good_ones(tmp_path):
@@ -152,7 +159,8 @@ def test_bad_video_among_good_ones(tmp_path):
         "videos": str(videos), "annotations": {"format": "csv", "path": str(tmp_path / "ann.csv")},
         "train_subset": "train", "test_subset": "test", "fps": 25, "snippet_frames": 16, "short_side": 64,
         "crop": 48, "tiou_thresholds": [0.5], "tvl1": QUICK_FLOW["flow"]["tvl1"],
-        "d2net": yaml.safe_load((REPO / "workflow_config.yaml").read_text())["presets"]["thumos14"]["d2net"]}}}
+        "d2net": {**yaml.safe_load((REPO / "workflow_config.yaml").read_text())["presets"]["thumos14"]["d2net"],
+                  "iterations": 3, "batch_size": 2}}}}
     snakemake(tmp_path, config)
     skipped = json.loads((tmp_path / "results" / "mine" / "skipped_videos.json").read_text())["skipped"]
     assert [(s["video"], s["stage"]) for s in skipped] == [("broken", "decode")]
