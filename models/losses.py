@@ -219,7 +219,7 @@ def d2net_loss(out, seq_len: torch.Tensor, labels: torch.Tensor, running_bg: tor
     p = video_scores(tcam, seq, cfg.topk_divisor)
     fg, bg, bg_top = attention(tcam, seq, cfg.bg_threshold)
     _, has_bg = weighted_embeddings(emb, bg)
-    new_bg = update_running_bg(running_bg, emb[torch.arange(len(seq)), bg_top][has_bg])
+    new_bg = update_running_bg(running_bg, emb[torch.arange(len(seq), device=emb.device), bg_top][has_bg])
     wt = None
     if v["embed"]:
         x_fg, has_fg = weighted_embeddings(emb, fg)

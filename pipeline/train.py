@@ -127,12 +127,13 @@ def plot_losses(rows, path: Path, title: str) -> None:
 
 
 def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: TrainSettings, out_dir: str | Path,
-          progress: bool = False) -> Path:
+          progress: bool = False, device: str = "auto") -> Path:
     """Train (or resume from ``checkpoint.pt``) in ``out_dir``; returns the path of model.pt."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(s.seed)
-    model = build_model(len(classes), s, feats[0].shape[1])
+    model = build_model(len(classes), s, feats[0].shape[1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     rng = np.random.default_rng(s.seed)
     pairs = torch.Generator().manual_seed(s.seed)
@@ -147,6 +148,8 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
         opt.load_state_dict(ckpt["optimizer"])
         rng.bit_generator.state = ckpt["numpy_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"])
         pairs.set_state(ckpt["pair_rng"])
         rows, start = ckpt["log"], ckpt["iteration"]
     bar = None
@@ -157,7 +160,7 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
     model.train()
     t0 = time.perf_counter()
     for it in range(start, s.iterations):
-        x, seq, lab = sample_batch(rng, feats, labels, s)
+        x, seq, lab = (t.to(device) for t in sample_batch(rng, feats, labels, s))
         outp = model(x)
         total, terms, new_bg = d2net_loss(outp, seq, lab, model.running_bg, s, it, pairs)
         model.running_bg.copy_(new_bg.detach())
@@ -172,10 +175,13 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             bar.set_postfix(loss=f"{float(total):.3f}", cls=f"{terms['cls']:.3f}", ds=f"{terms['ds']:.3f}",
                             dv=f"{terms['dv']:.3f}")
         if (it + 1) % s.checkpoint_every == 0 and it + 1 < s.iterations:
-            _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                              "pair_rng": pairs.get_state(), "log": rows, "iteration": it + 1,
-                              "settings": asdict(s), "classes": list(classes)})
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                     "pair_rng": pairs.get_state(), "log": rows, "iteration": it + 1,
+                     "settings": asdict(s), "classes": list(classes)}
+            if device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state()
+            _save(ckpt_path, state)
             _write_log(out / "log.csv", rows)
     if bar is not None:
         bar.close()
@@ -233,6 +239,7 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", default="{}", help="TrainSettings as JSON")
     ap.add_argument("--out", required=True, help="run folder")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
@@ -241,7 +248,7 @@ def main(argv=None) -> int:
     feats, labels, classes, names = training_set(args.features, args.annotations, args.subset, skipped)
     s = TrainSettings.from_dict(json.loads(args.settings))
     print(f"train: {len(names)} videos, {len(classes)} classes, {s.iterations} iterations", file=sys.stderr)
-    train(feats, labels, classes, s, args.out, progress=not args.no_progress)
+    train(feats, labels, classes, s, args.out, progress=not args.no_progress, device=args.device)
     return 0
 
 

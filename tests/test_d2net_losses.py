@@ -9,7 +9,15 @@ from models.d2net import D2Net
 from models.losses import (attention, classification_loss, pair_terms, pdmi, snippet_denoise_loss,
                            update_running_bg, video_denoise_loss, video_scores, weighted_embeddings)
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Hand-computed values are compared in double precision; restored for the other test files."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def test_model_streams_and_shapes():
