@@ -108,3 +108,43 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path):
     b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "whole" / "log.csv").read_text().count("\n") == 121
+
+
+def demo_scores(results, experiment):
+    """Video-level classification mAP on the demo's test videos, and how often the TCAM of a true segment's
+    class is higher inside the segment than outside it."""
+    from pipeline.annotations import read_table
+    from pipeline.train import load_model
+
+    ann = read_table(results / "annotations")
+    model, classes, s = load_model(results / "runs" / experiment / "model.pt")
+    scores, truth, inside_wins = [], [], []
+    for v in ann.videos_in("test"):
+        f = np.load(results / "features" / f"{v}.npy")
+        meta = __import__("json").loads((results / "decoded" / v / "meta.json").read_text())
+        with torch.inference_mode():
+            out = model(torch.from_numpy(f)[None])
+        scores.append(video_scores(out.tcam, torch.tensor([len(f)]), s.topk_divisor)[0].numpy())
+        truth.append(np.isin(classes, ann.labels_of(v)).astype(float))
+        tcam = out.tcam[0].numpy()
+        for seg in (g for g in ann.segments if g.video == v):
+            a = int(seg.start_s / meta["snippet_duration_s"])
+            b = int(np.ceil(seg.end_s / meta["snippet_duration_s"]))
+            mask = np.zeros(len(f), bool)
+            mask[a:b] = True
+            c = classes.index(seg.label)
+            inside_wins.append(tcam[mask, c].mean() > tcam[~mask, c].mean())
+    scores, truth = np.stack(scores), np.stack(truth)
+    cmap = np.mean([average_precision(scores[:, c], truth[:, c]) for c in range(len(classes))])
+    return cmap, float(np.mean(inside_wins))
+
+
+@pytest.mark.slow
+def test_learns_the_demo(tmp_path):
+    """The whole demo workflow (about 14 min on 2 cores): D2-Net learns the demo's actions."""
+    from test_workflow import snakemake
+
+    snakemake(tmp_path, {})
+    cmap, inside = demo_scores(tmp_path / "results" / "demo", "d2net")
+    print(f"demo D2-Net: classification mAP {cmap:.3f}, TCAM higher inside true segments for {inside:.0%}")
+    assert cmap >= 0.9 and inside > 0.8
