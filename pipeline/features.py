@@ -27,6 +27,7 @@ import torch
 
 from pipeline.flow import dequantize
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.runtime import torch_device
 
 FEATURE_DIM = 2048
 
@@ -82,14 +83,7 @@ class Extractor:
     """Both I3D streams on one device; ``__call__`` maps uint8 snippets to (B, 2048) float32."""
 
     def __init__(self, settings: FeatureSettings, runtime: FeatureRuntime = FeatureRuntime()):
-        if runtime.threads:
-            torch.set_num_threads(runtime.threads)
-        device = runtime.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("features: device 'cuda' requested but no CUDA device is available")
-        self.device = torch.device(device)
+        self.device = torch_device(runtime.device, runtime.threads, "features")
         self.gpu = self.device.type == "cuda"
         rgb, rgb_prov = load_stream(settings.rgb_weights, 3, settings.random_seed)
         flow, flow_prov = load_stream(settings.flow_weights, 2, settings.random_seed + 1)

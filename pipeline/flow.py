@@ -30,6 +30,7 @@ import torch
 
 from models.tvl1 import TVL1Params, rgb_to_gray, tvl1
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.runtime import torch_device
 
 BACKENDS = ("torch", "opencv")
 
@@ -90,18 +91,11 @@ COMPILE_MIN_PAIRS = 2000
 
 class _TorchFlow:
     def __init__(self, settings: FlowSettings, runtime: FlowRuntime, n_pairs: int):
-        if runtime.threads:
-            torch.set_num_threads(runtime.threads)
-        device = runtime.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("flow: device 'cuda' requested but no CUDA device is available")
-        self.device = device
+        self.device = torch_device(runtime.device, runtime.threads, "flow")
         self.params = settings.tvl1
         self.compile = runtime.compile
         if self.compile == "auto":
-            self.compile = device == "cuda" or n_pairs >= COMPILE_MIN_PAIRS
+            self.compile = self.device.type == "cuda" or n_pairs >= COMPILE_MIN_PAIRS
 
     def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
         a = torch.from_numpy(gray0).to(self.device)
@@ -185,7 +179,7 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
     seconds = time.perf_counter() - start
     return {"n_snippets": n_snippets, "n_pairs": max(n_frames - 1, 0), "seconds": round(seconds, 3),
             "pairs_per_s": round((n_frames - 1) / seconds, 3) if n_frames > 1 else None,
-            "device": engine.device if engine else None, "settings": asdict(settings),
+            "device": str(engine.device) if engine else None, "settings": asdict(settings),
             "runtime": asdict(runtime)}
 
 

@@ -29,6 +29,7 @@ import torch
 from models.d2net import D2Net
 from models.losses import VARIANTS, d2net_loss
 from pipeline.io import atomic_path, atomic_write_text
+from pipeline.runtime import torch_device
 
 LOG_COLUMNS = ("iteration", "total", "cls", "ds", "dv", "seconds")
 
@@ -131,7 +132,7 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
     """Train (or resume from ``checkpoint.pt``) in ``out_dir``; returns the path of model.pt."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch_device(device, stage="train")
     torch.manual_seed(s.seed)
     model = build_model(len(classes), s, feats[0].shape[1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
