@@ -12,7 +12,6 @@ as pairs/s and as a multiple of OpenCV's 2-thread CPU rate.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

@@ -28,7 +28,6 @@ the pairs would compute one by one. The same code runs on CPU and CUDA;
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.tvl1 import TVL1Params
-from pipeline.decode import DecodeSettings, decode_video, run as decode_run
+from pipeline.decode import DecodeSettings, run as decode_run
 from pipeline.demo_data import DemoSettings, generate
 from pipeline.flow import FlowRuntime, FlowSettings, compute_flow, dequantize, quantize, run
 from pipeline.io import NpyAppender

