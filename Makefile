@@ -28,6 +28,9 @@ test-slow: setup
 
 bench: setup
 	$(PY) bench/decode.py
+	$(PY) bench/tvl1.py
+	$(PY) bench/i3d.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf results data/demo .snakemake
