@@ -24,7 +24,7 @@ PY = sys.executable  # the interpreter running Snakemake has the project's packa
 PRESET = wf.preset(config)
 OUT = wf.results_dir(config)
 DEMO = wf.demo_settings(PRESET)
-VIDEOS = wf.videos(config)  # name -> path of every video this run processes
+VIDEOS = wf.videos(config)  # name -> (path, subset) of every video this run processes
 
 wildcard_constraints:
     video="[^/]+",
@@ -44,7 +44,7 @@ if DEMO is not None:
 
     rule demo_data:
         output:
-            videos=list(VIDEOS.values()),
+            videos=[v.path for v in VIDEOS.values()],
             annotations=[str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])],
             manifest=f"{PRESET['generate']['root']}/manifest.json",
         params:
@@ -86,7 +86,7 @@ rule annotations:
 # 2. Each video: frames at the preset fps, short side, center crop, in 16-frame snippets.
 rule decode:
     input:
-        lambda w: VIDEOS[w.video],
+        lambda w: VIDEOS[w.video].path,
     output:
         frames=f"{OUT}/decoded/{{video}}/frames.npy",
         meta=f"{OUT}/decoded/{{video}}/meta.json",
@@ -157,7 +157,7 @@ rule skipped_videos:
 
 
 # 6. Each experiment: D2-Net trained on the training subset's features (video-level labels only).
-TRAIN_VIDEOS = wf.subset_videos(config, PRESET["train_subset"])
+TRAIN_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET["train_subset"])
 
 rule train:
     input:

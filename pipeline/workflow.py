@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 from models.tvl1 import TVL1Params
 from pipeline import annotations, demo_data
@@ -87,19 +88,6 @@ def train_settings(config: dict, experiment: str) -> TrainSettings:
     return TrainSettings.from_dict({**d2, **t, **config["experiments"][experiment]})
 
 
-def subset_videos(config: dict, subset: str) -> list[str]:
-    """The run's videos of one subset (train or test), known at parse time."""
-    p = preset(config)
-    demo = demo_settings(p)
-    if demo is not None:
-        names = demo_data.video_names(demo).get(subset, [])
-    else:
-        ann = annotations.read(p["annotations"])
-        names = ann.videos_in(subset)
-    run = videos(config)
-    return [v for v in names if v in run]
-
-
 def as_param(settings) -> str:
     """A settings dataclass as the JSON string a rule passes to its stage's CLI."""
     return json.dumps(asdict(settings), sort_keys=True)
@@ -121,8 +109,13 @@ def find_videos(folder: str | Path, extensions) -> dict[str, str]:
     return found
 
 
-def videos(config: dict) -> dict[str, str]:
-    """The videos this run processes: name -> path.
+class Video(NamedTuple):
+    path: str
+    subset: str
+
+
+def videos(config: dict) -> dict[str, Video]:
+    """The videos this run processes: name -> (path, subset).
 
     The demo's names follow from its settings (the files may not exist yet:
     rule demo_data makes them). Otherwise they are the annotated videos found
@@ -132,8 +125,9 @@ def videos(config: dict) -> dict[str, str]:
     p = preset(config)
     demo = demo_settings(p)
     if demo is not None:
-        return {v: f"{p['videos']}/{v}.mp4" for vs in demo_data.video_names(demo).values() for v in vs}
+        return {v: Video(f"{p['videos']}/{v}.mp4", subset) for subset, vs in demo_data.video_names(demo).items()
+                for v in vs}
     on_disk = find_videos(p["videos"], config["video_extensions"])
     ann = annotations.read(p["annotations"])
     present, _ = annotations.select_videos(ann, on_disk, config["on_missing_video"])
-    return {v: on_disk[v] for v in present}
+    return {v: Video(on_disk[v], ann.videos[v][0]) for v in present}
