@@ -169,11 +169,11 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             opt.zero_grad()
             total.backward()
             opt.step()
-        rows.append([it + 1, float(total), terms["cls"], terms["ds"], terms["dv"],
+        rows.append([it + 1, total.item(), terms["cls"], terms["ds"], terms["dv"],
                      round(time.perf_counter() - t0, 3)])
         if bar is not None:
             bar.update()
-            bar.set_postfix(loss=f"{float(total):.3f}", cls=f"{terms['cls']:.3f}", ds=f"{terms['ds']:.3f}",
+            bar.set_postfix(loss=f"{total.item():.3f}", cls=f"{terms['cls']:.3f}", ds=f"{terms['ds']:.3f}",
                             dv=f"{terms['dv']:.3f}")
         if (it + 1) % s.checkpoint_every == 0 and it + 1 < s.iterations:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
