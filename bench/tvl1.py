@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.tvl1 import TVL1Params, tvl1  # noqa: E402
+from models.tvl1 import TVL1Params, opencv_tvl1, tvl1  # noqa: E402
 
 
 def frames(n_pairs: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +73,7 @@ def main() -> int:
     for size in args.sizes:
         w, h = map(int, size.split("x"))
         a, b = frames(args.pairs, w, h)
-        tv = cv2.optflow.DualTVL1OpticalFlow_create()
+        tv = opencv_tvl1()
         t = time.perf_counter()
         ref = np.stack([tv.calc(x, y, None) for x, y in zip(a, b)])
         t_cv = (time.perf_counter() - t) / len(a)

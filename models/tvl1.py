@@ -53,6 +53,16 @@ class TVL1Params:
     median_filtering: int = 5
 
 
+def opencv_tvl1(p: TVL1Params = TVL1Params()):
+    """OpenCV's own DualTVL1 with the same parameters: the reference this module follows."""
+    import cv2
+
+    return cv2.optflow.DualTVL1OpticalFlow_create(
+        tau=p.tau, lambda_=p.lambda_, theta=p.theta, nscales=p.nscales, warps=p.warps, epsilon=p.epsilon,
+        innnerIterations=p.inner_iterations, outerIterations=p.outer_iterations, scaleStep=p.scale_step,
+        gamma=0.0, medianFiltering=p.median_filtering)
+
+
 # ------------------------------------------------------------------ colour
 
 

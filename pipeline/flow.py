@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.tvl1 import TVL1Params, rgb_to_gray, tvl1
+from models.tvl1 import TVL1Params, opencv_tvl1, rgb_to_gray, tvl1
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 from pipeline.runtime import torch_device
 
@@ -109,12 +109,8 @@ class _OpenCVFlow:
 
         if runtime.threads:
             cv2.setNumThreads(runtime.threads)
-        p = settings.tvl1
         self.device = "cpu"
-        self.tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(
-            tau=p.tau, lambda_=p.lambda_, theta=p.theta, nscales=p.nscales, warps=p.warps, epsilon=p.epsilon,
-            innnerIterations=p.inner_iterations, outerIterations=p.outer_iterations, scaleStep=p.scale_step,
-            gamma=0.0, medianFiltering=p.median_filtering)
+        self.tvl1 = opencv_tvl1(settings.tvl1)
 
     def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
         return np.stack([self.tvl1.calc(a, b, None) for a, b in zip(gray0, gray1)])

@@ -5,18 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.tvl1 import (TVL1Params, centered_gradient, divergence, forward_gradient, median5, pyramid_sizes,
-                         remap_cubic, resize_linear, rgb_to_gray, tvl1)
+from models.tvl1 import (TVL1Params, centered_gradient, divergence, forward_gradient, median5, opencv_tvl1,
+                         pyramid_sizes, remap_cubic, resize_linear, rgb_to_gray, tvl1)
 
 cv2.setNumThreads(2)
 
 
 def opencv_flow(a, b, p=TVL1Params()):
-    tv = cv2.optflow.DualTVL1OpticalFlow_create(
-        tau=p.tau, lambda_=p.lambda_, theta=p.theta, nscales=p.nscales, warps=p.warps, epsilon=p.epsilon,
-        innnerIterations=p.inner_iterations, outerIterations=p.outer_iterations, scaleStep=p.scale_step,
-        gamma=0.0, medianFiltering=p.median_filtering)
-    return tv.calc(a, b, None)
+    return opencv_tvl1(p).calc(a, b, None)
 
 
 def ours(a, b, p=TVL1Params()):
