@@ -218,12 +218,11 @@ def d2net_loss(out, seq_len: torch.Tensor, labels: torch.Tensor, running_bg: tor
         return zero, {"cls": 0.0, "ds": 0.0, "dv": 0.0}, running_bg
     p = video_scores(tcam, seq, cfg.topk_divisor)
     fg, bg, bg_top = attention(tcam, seq, cfg.bg_threshold)
-    _, has_bg = weighted_embeddings(emb, bg)
+    x_bg, has_bg = weighted_embeddings(emb, bg)
     new_bg = update_running_bg(running_bg, emb[torch.arange(len(seq), device=emb.device), bg_top][has_bg])
     wt = None
     if v["embed"]:
         x_fg, has_fg = weighted_embeddings(emb, fg)
-        x_bg, _ = weighted_embeddings(emb, bg)
         wt = pair_terms(x_fg, has_fg, x_bg, has_bg, generator, cfg.reference_pairing_rows)
     cls = classification_loss(p, lab, wt, cfg.compactness_weight, cfg.focal_exponent if v["focal"] else 0.0)
     ds = dv = zero
