@@ -1,0 +1,249 @@
+"""localize: a trained D2-Net's TCAM -> scored action segments, in the ActivityNet results format.
+
+Per test video, as the reference's test.py and detectionMAP.getDetections do
+(../shared/reference/d2net_reference.md section 4):
+
+1. TCAM (mean of both streams' sigmoids) and the bottom-up attention
+   lambda'_t = (1 - cos(embedding_t, running background)) / 2; the TCAM is
+   re-weighted by it (ActivityNet also rescales lambda' to a maximum of 2).
+2. Class selection from the re-weighted TCAM's top-k means (k = floor(T / 8),
+   T / 4 for ActivityNet): THUMOS keeps classes above half the best one;
+   ActivityNet keeps at most two (``top2``).
+3. For each kept class, proposals are the runs of at least two snippets above
+   each threshold (0.025 to 0.5 in steps of 0.025 by default: the paper's
+   range; the reference code stops at 0.475), scored by outer-inner contrast
+   with 25% inflation on each side and dropped when the contrast is too poor.
+4. Class-wise greedy NMS (IoU 0.5, the paper; the reference code uses 0.3),
+   then only detections scoring at least 10% of the video's best are kept.
+
+Snippet indices become seconds with the snippet duration decode recorded.
+Besides ``detections.json`` the stage writes ``scores.npz``: per video the
+video-level class scores (top-k MIL pooling, as in training), the snippet
+duration and the re-weighted TCAM, for evaluation and the report's timelines.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.io import atomic_path, atomic_write_json
+
+CLASS_SELECTIONS = ("half_max", "top2")
+
+
+@dataclass(frozen=True)
+class LocalizeSettings:
+    class_selection: str = "half_max"
+    attention_rescale: bool = False  # ActivityNet: lambda' * 2 / max(lambda')
+    thresholds: tuple[float, float, float] = (0.025, 0.5, 0.025)  # start, stop (inclusive), step
+    min_snippets: int = 2
+    inflation: float = 0.25  # outer region on each side, as a fraction of the proposal's length
+    max_contrast: float = 0.7  # drop a proposal when (outer - inner + 1) / 2 exceeds this
+    nms_iou: float = 0.5
+    keep_fraction: float = 0.1  # of the video's best score
+
+    def __post_init__(self):
+        if self.class_selection not in CLASS_SELECTIONS:
+            raise ValueError(f"unknown class_selection {self.class_selection!r}; choose one of "
+                             f"{', '.join(CLASS_SELECTIONS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LocalizeSettings":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown localization setting(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "thresholds" in d:
+            d["thresholds"] = tuple(d["thresholds"])
+        return cls(**d)
+
+    def threshold_values(self) -> np.ndarray:
+        start, stop, step = self.thresholds
+        return np.round(np.arange(round((stop - start) / step) + 1) * step + start, 10)
+
+
+# ------------------------------------------------------------------ numerics
+
+
+def bottom_up_attention(embedding: np.ndarray, running_bg: np.ndarray, rescale: bool = False) -> np.ndarray:
+    """lambda'_t = (1 - cos(embedding_t, background)) / 2 in [0, 1]; (T, D), (D,) -> (T,)."""
+    num = embedding @ running_bg
+    den = np.linalg.norm(embedding, axis=1) * np.linalg.norm(running_bg)
+    cos = num / np.maximum(den, 1e-8)  # torch's cosine_similarity eps, as the reference
+    atn = (1 - cos) / 2
+    if rescale and atn.max() > 0:
+        atn = atn * 2 / atn.max()
+    return atn
+
+
+def select_classes(tcam: np.ndarray, topk_divisor: int, rule: str = "half_max") -> np.ndarray:
+    """(C,) bool: the classes a video is localized for, from its (T, C) re-weighted TCAM."""
+    k = max(1, int(len(tcam) / topk_divisor))
+    cs = -np.sort(-tcam, axis=0)[:k].mean(0)
+    if rule == "half_max":
+        return (cs > cs.max() / 2) & (cs > 0)
+    if rule == "top2":
+        third = np.sort(cs)[-3] if len(cs) >= 3 else -np.inf
+        return cs > max(1.0 if (cs > 1).any() else 0.5, third)
+    raise ValueError(f"unknown class_selection {rule!r}")
+
+
+def proposals(seq: np.ndarray, s: LocalizeSettings) -> np.ndarray:
+    """(n, 3) [start, end, score] snippet runs of ``seq`` (T,) above each threshold, outer-inner scored."""
+    T = len(seq)
+    thr = s.threshold_values()
+    above = np.zeros((len(thr), T + 2), bool)
+    above[:, 1:-1] = seq[None, :] > thr[:, None]
+    edges = np.diff(above.astype(np.int8), axis=1)
+    starts = np.nonzero(edges == 1)[1]  # row-major: runs of each threshold in order, starts and ends paired
+    ends = np.nonzero(edges == -1)[1]
+    keep = ends - starts >= s.min_snippets
+    st, en = starts[keep], ends[keep]
+    if len(st) == 0:
+        return np.zeros((0, 3))
+    cs = np.r_[0.0, np.cumsum(seq, dtype=np.float64)]
+    inner = (cs[en] - cs[st]) / (en - st)
+    lt = np.maximum(1, ((en - st) * s.inflation).astype(np.int64))
+    l0, r1 = np.maximum(0, st - lt), np.minimum(T, en + lt)
+    has_l, has_r = st > 0, en < T
+    left = np.where(has_l, (cs[st] - cs[l0]) / np.maximum(st - l0, 1), 0.0)
+    right = np.where(has_r, (cs[r1] - cs[en]) / np.maximum(r1 - en, 1), 0.0)
+    n_sides = has_l.astype(int) + has_r
+    outer = (left + right) / np.maximum(n_sides, 1)
+    score = np.where(n_sides > 0, inner - outer, inner)
+    ok = (n_sides == 0) | ((outer - inner + 1) / 2 <= s.max_contrast)
+    return np.stack([st, en, score], 1)[ok].astype(np.float64)
+
+
+def nms(props: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS on [start, end) snippet sets: indices of the kept rows, best first."""
+    order = np.argsort(-props[:, 2], kind="stable")
+    kept = []
+    while len(order):
+        i, rest = order[0], order[1:]
+        kept.append(i)
+        inter = np.clip(np.minimum(props[i, 1], props[rest, 1]) - np.maximum(props[i, 0], props[rest, 0]), 0, None)
+        union = (props[i, 1] - props[i, 0]) + (props[rest, 1] - props[rest, 0]) - inter
+        order = rest[inter / union < iou]
+    return np.asarray(kept, np.int64)
+
+
+def localize(tcam: np.ndarray, s: LocalizeSettings, topk_divisor: int) -> np.ndarray:
+    """(n, 4) [class, start, end, score] in snippets from one video's (T, C) re-weighted TCAM."""
+    out = []
+    for c in np.flatnonzero(select_classes(tcam, topk_divisor, s.class_selection)):
+        props = proposals(tcam[:, c], s)
+        if len(props):
+            props = props[nms(props, s.nms_iou)]
+            out.append(np.c_[np.full(len(props), c), props])
+    if not out:
+        return np.zeros((0, 4))
+    dets = np.concatenate(out)
+    return dets[dets[:, 3] >= s.keep_fraction * dets[:, 3].max()]
+
+
+# ----------------------------------------------------------------- the stage
+
+
+def infer(model, features: np.ndarray, s: LocalizeSettings, topk_divisor: int):
+    """(re-weighted TCAM (T, C), video-level scores (C,)) of one video's features."""
+    from models.losses import video_scores
+
+    with torch.inference_mode():
+        out = model(torch.from_numpy(np.ascontiguousarray(features, np.float32))[None])
+    tcam = out.tcam[0].numpy()
+    scores = video_scores(out.tcam, torch.tensor([len(features)]), topk_divisor)[0].numpy()
+    atn = bottom_up_attention(out.embedding[0].numpy().astype(np.float64),
+                              model.running_bg[0].numpy().astype(np.float64), s.attention_rescale)
+    return (tcam * atn[:, None]).astype(np.float32), scores
+
+
+def to_results(dets: np.ndarray, classes: list[str], snippet_s: float) -> list[dict]:
+    return [{"label": classes[int(c)], "score": round(float(score), 6),
+             "segment": [round(float(a) * snippet_s, 3), round(float(b) * snippet_s, 3)]}
+            for c, a, b, score in dets[np.argsort(-dets[:, 3], kind="stable")]]
+
+
+def run(model_path: str, features_dir: str, decoded_dir: str, videos: list[str], s: LocalizeSettings,
+        detections_out: str, scores_out: str, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from pipeline.train import load_model
+
+    model, classes, ts = load_model(model_path)
+    results, arrays = {}, {}
+    for v in tqdm(videos, desc="localize", unit="video", disable=not progress, file=sys.stderr):
+        path = Path(features_dir) / f"{v}.npy"
+        feats = np.load(path, allow_pickle=False)
+        if len(feats) == 0:
+            continue
+        if not np.isfinite(feats).all():
+            raise ValueError(f"{path}: non-finite values in the features")
+        meta = json.loads((Path(decoded_dir) / v / "meta.json").read_text())
+        snippet_s = float(meta["snippet_duration_s"])
+        tcam, scores = infer(model, feats, s, ts.topk_divisor)
+        results[v] = to_results(localize(tcam, s, ts.topk_divisor), classes, snippet_s)
+        arrays[f"scores/{v}"] = scores.astype(np.float32)
+        arrays[f"tcam/{v}"] = tcam.astype(np.float16)
+        arrays[f"snippet_s/{v}"] = np.float64(snippet_s)
+    arrays["classes"] = np.asarray(classes)
+    atomic_write_json(detections_out, {"version": "vidloc D2-Net", "results": results,
+                                       "external_data": {"used": True, "details": "I3D features",
+                                                         "settings": asdict(s)}})
+    with atomic_path(scores_out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return results
+
+
+def read_scores(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """(video -> video-level scores, video -> snippet seconds) from scores.npz."""
+    with np.load(path, allow_pickle=False) as z:
+        scores = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("scores/")}
+        snippet_s = {k.split("/", 1)[1]: float(z[k]) for k in z.files if k.startswith("snippet_s/")}
+    return scores, snippet_s
+
+
+def read_tcams(path: str | Path, videos) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(classes, video -> re-weighted TCAM (T, C)) for the given videos."""
+    with np.load(path, allow_pickle=False) as z:
+        return [str(c) for c in z["classes"]], {v: z[f"tcam/{v}"].astype(np.float32) for v in videos
+                                                if f"tcam/{v}" in z.files}
+
+
+def main(argv=None) -> int:
+    from pipeline.annotations import read_table
+    from pipeline.skipped import read_skipped
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="model.pt from train")
+    ap.add_argument("--features", required=True, help="folder of <video>.npy")
+    ap.add_argument("--decoded", required=True, help="folder of <video>/meta.json from decode")
+    ap.add_argument("--annotations", required=True, help="folder written by the annotations stage")
+    ap.add_argument("--subset", required=True, help="the subset to localize (the preset's test subset)")
+    ap.add_argument("--skipped", help="skipped_videos.json")
+    ap.add_argument("--settings", default="{}", help="LocalizeSettings as JSON")
+    ap.add_argument("--detections", required=True, help="output detections.json")
+    ap.add_argument("--scores", required=True, help="output scores.npz")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    skipped = read_skipped(args.skipped) if args.skipped else set()
+    videos = [v for v in read_table(args.annotations).videos_in(args.subset) if v not in skipped]
+    s = LocalizeSettings.from_dict(json.loads(args.settings))
+    results = run(args.model, args.features, args.decoded, videos, s, args.detections, args.scores)
+    n = sum(len(d) for d in results.values())
+    print(f"localize: {n} detections in {len(results)} videos", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
