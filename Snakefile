@@ -1,4 +1,4 @@
-# Raw videos -> decoded snippets -> TV-L1 flow -> I3D features -> (D2-Net -> detections -> mAP report).
+# Raw videos -> decoded snippets -> TV-L1 flow -> I3D features -> D2-Net -> detections -> mAP -> report.
 #
 #   snakemake --cores all                          # the demo preset
 #   snakemake --cores all --config preset=thumos14
@@ -19,6 +19,7 @@ min_version("9.0")
 
 configfile: "workflow_config.yaml"
 validate(config, "pipeline/schemas/config.schema.yaml")
+report: "pipeline/report_captions/workflow.rst"
 
 PY = sys.executable  # the interpreter running Snakemake has the project's packages
 PRESET = wf.preset(config)
@@ -31,12 +32,12 @@ wildcard_constraints:
     experiment="[A-Za-z0-9_.-]+",
 
 
+EXPERIMENTS = list(config["experiments"])  # in config order: the report's table rows
+
+
 rule all:
     input:
-        f"{OUT}/annotations/annotations.tsv",
-        f"{OUT}/skipped_videos.json",
-        expand(f"{OUT}/features/{{video}}.npy", video=sorted(VIDEOS)),
-        expand(f"{OUT}/runs/{{experiment}}/model.pt", experiment=sorted(config["experiments"])),
+        f"{OUT}/report/report.html",
 
 
 # 0. The demo preset makes its own videos and THUMOS-format annotations.
@@ -181,3 +182,88 @@ rule train:
         "{PY} -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
         " --skipped {input.skipped:q} --subset {params.subset:q} --settings {params.settings:q}"
         " --out {params.out:q} --threads {threads} 2> {log:q}"
+
+
+# 7. Each experiment: the test videos' TCAMs become scored segments (ActivityNet results format).
+TEST_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET["test_subset"])
+
+rule localize:
+    input:
+        model=rules.train.output.model,
+        features=expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
+        metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
+        annotations=rules.annotations.output.table,
+        skipped=rules.skipped_videos.output,
+    output:
+        detections=f"{OUT}/runs/{{experiment}}/detections.json",
+        scores=f"{OUT}/runs/{{experiment}}/scores.npz",
+    params:
+        settings=wf.as_param(wf.localize_settings(config)),
+        subset=PRESET["test_subset"],
+        features=f"{OUT}/features",
+        decoded=f"{OUT}/decoded",
+        annotations=f"{OUT}/annotations",
+    threads: config["train"]["threads"]
+    log:
+        f"{OUT}/logs/localize/{{experiment}}.log",
+    shell:
+        "{PY} -m pipeline.localize --model {input.model:q} --features {params.features:q}"
+        " --decoded {params.decoded:q} --annotations {params.annotations:q} --subset {params.subset:q}"
+        " --skipped {input.skipped:q} --settings {params.settings:q} --detections {output.detections:q}"
+        " --scores {output.scores:q} --threads {threads} 2> {log:q}"
+
+
+# 8. Each experiment: detection mAP per tIoU, F1, classification mAP.
+rule evaluate:
+    input:
+        detections=rules.localize.output.detections,
+        scores=rules.localize.output.scores,
+        annotations=rules.annotations.output.table,
+    output:
+        f"{OUT}/runs/{{experiment}}/metrics.json",
+    params:
+        subset=PRESET["test_subset"],
+        tiou=",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
+        protocol=config["evaluation"]["protocol"],
+        annotations=f"{OUT}/annotations",
+    log:
+        f"{OUT}/logs/evaluate/{{experiment}}.log",
+    shell:
+        "{PY} -m pipeline.evaluate {input.detections:q} --annotations {params.annotations:q}"
+        " --subset {params.subset:q} --tiou {params.tiou} --protocol {params.protocol}"
+        " --scores {input.scores:q} --out {output:q} 2> {log:q}"
+
+
+# 9. One report comparing the experiments (the paper's Table 3 shape), with its plots.
+rule report:
+    input:
+        metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
+        detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
+        losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
+        provenance=expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
+        skipped=rules.skipped_videos.output,
+        annotations=rules.annotations.output.table,
+    output:
+        html=report(f"{OUT}/report/report.html", caption="pipeline/report_captions/report.rst",
+                    category="Report"),
+        md=f"{OUT}/report/report.md",
+        ap=report(f"{OUT}/report/ap_per_class.png", caption="pipeline/report_captions/ap_per_class.rst",
+                  category="Plots"),
+        pr=report(f"{OUT}/report/pr_curve.png", caption="pipeline/report_captions/pr_curve.rst", category="Plots"),
+        timelines=report(f"{OUT}/report/timelines.png", caption="pipeline/report_captions/timelines.rst",
+                         category="Plots"),
+    params:
+        preset=config["preset"],
+        experiments=",".join(EXPERIMENTS),
+        subset=PRESET["test_subset"],
+        timelines=config["localize"]["report_videos"],
+        runs=f"{OUT}/runs",
+        annotations=f"{OUT}/annotations",
+        out=f"{OUT}/report",
+    log:
+        f"{OUT}/logs/report.log",
+    shell:
+        "{PY} -m pipeline.report --preset {params.preset:q} --experiments {params.experiments:q}"
+        " --runs {params.runs:q} --annotations {params.annotations:q} --subset {params.subset:q}"
+        " --skipped {input.skipped:q} --timelines {params.timelines} --out {params.out:q}"
+        " {input.provenance:q} 2> {log:q}"

@@ -17,6 +17,7 @@ from pipeline import annotations, demo_data
 from pipeline.decode import DecodeSettings
 from pipeline.features import FeatureRuntime, FeatureSettings
 from pipeline.flow import FlowRuntime, FlowSettings
+from pipeline.localize import LocalizeSettings
 from pipeline.train import TrainSettings
 
 
@@ -83,9 +84,15 @@ def weight_files(config: dict) -> list[str]:
 
 def train_settings(config: dict, experiment: str) -> TrainSettings:
     """The preset's D2-Net settings, the global training settings, then the experiment's overrides."""
-    d2 = {k: v for k, v in preset(config)["d2net"].items() if k not in ("class_selection", "nms_iou")}
+    d2 = preset(config)["d2net"]
     t = {k: v for k, v in config["train"].items() if k != "threads"}
     return TrainSettings.from_dict({**d2, **t, **config["experiments"][experiment]})
+
+
+def localize_settings(config: dict) -> LocalizeSettings:
+    """The global localization settings with the preset's overrides."""
+    loc = {**config["localize"], **preset(config).get("localize", {})}
+    return LocalizeSettings.from_dict({k: v for k, v in loc.items() if k != "report_videos"})
 
 
 def as_param(settings) -> str:

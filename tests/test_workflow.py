@@ -51,6 +51,8 @@ def planned_jobs(output: str) -> dict[str, int]:
     ({"presets": {"demo": {"fps": "fast"}}}, ["'fps'", "'fast' is not of type 'number'"]),
     ({"on_bad_video": "ignore"}, ["on_bad_video", "'ignore' is not one of"]),
     ({"presets": {"demo": {"d2net": {"nms_iuo": 0.5}}}}, ["'nms_iuo' was unexpected"]),
+    ({"localize": {"nms_iuo": 0.5}}, ["'nms_iuo' was unexpected"]),
+    ({"evaluation": {"protocol": "voc"}}, ["protocol", "'voc' is not one of"]),
     ({"presets": {"demo": {"annotations": {"format": "thumos14_txt", "path": "x"}}}}, ["annotations"]),
 ])
 def test_config_errors_name_the_key(tmp_path, override, names):
@@ -88,7 +90,7 @@ def fake_thumos(tmp_path, skip=()):
 def test_thumos14_dry_run_job_counts(tmp_path):
     _, out = snakemake(tmp_path, fake_thumos(tmp_path), "-n")
     assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "features": 413, "skipped_videos": 1,
-                                 "train": 2, "all": 1}
+                                 "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
 
 
 def test_thumos14_missing_videos_skip_or_fail(tmp_path):
@@ -123,27 +125,30 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     for experiment in ("d2net", "ce_only"):
         assert (out / "runs" / experiment / "model.pt").exists()
         assert (out / "runs" / experiment / "log.csv").read_text().count("\n") == 7
+        metrics = json.loads((out / "runs" / experiment / "metrics.json").read_text())
+        assert metrics["n_videos"] == 1 and set(metrics["map"]) == {"0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"}
+    assert "<table>" in (out / "report" / "report.html").read_text()
 
     _, dry = snakemake(tmp_path, override, "-n")
     assert planned_jobs(dry) == {}  # a second run does nothing
     # A decode setting reruns decode and what reads it, not the demo videos.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
-    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "skipped_videos": 1, "train": 2, "all": 1}
+    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
     # A flow setting reruns flow and features; how flow runs (batch size, device) reruns nothing.
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "bound": 15}}, "-n")
-    assert planned_jobs(dry) == {"flow": 3, "features": 3, "train": 2, "all": 1}
+    assert planned_jobs(dry) == {"flow": 3, "features": 3, "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
     _, dry = snakemake(tmp_path, {**override, "features": {"random_seed": 5}}, "-n")
-    assert planned_jobs(dry) == {"features": 3, "train": 2, "all": 1}
+    assert planned_jobs(dry) == {"features": 3, "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
     # A D2-Net loss weight of one experiment retrains that experiment only.
     _, dry = snakemake(tmp_path, {**override, "experiments": {"d2net": {"alpha": 0.5}}}, "-n")
-    assert planned_jobs(dry) == {"train": 1, "all": 1}
+    assert planned_jobs(dry) == {"train": 1, "localize": 1, "evaluate": 1, "report": 1, "all": 1}
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "batch_size": 4, "device": "cpu"}}, "-n")
     assert planned_jobs(dry) == {}
     # A demo setting regenerates the videos, and so everything downstream.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}},
                        "-n")
     assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "features": 3,
-                                 "skipped_videos": 1, "train": 2, "all": 1}
+                                 "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
 
 
 def test_bad_video_among_good_ones(tmp_path):
@@ -170,6 +175,8 @@ def test_bad_video_among_good_ones(tmp_path):
     assert np.load(tmp_path / "results" / "mine" / "features" / "clip é 1.npy").shape == (2, 2048)
     broken = json.loads((tmp_path / "results" / "mine" / "features" / "broken.json").read_text())
     assert broken["status"] == "skipped" and broken["n_snippets"] == 0
+    report = (tmp_path / "results" / "mine" / "report" / "report.md").read_text()
+    assert "- broken (decode): " in report and "cannot open as a video" in report
 
     rc, out = snakemake(tmp_path, {**config, "results_dir": "strict", "on_bad_video": "fail"}, check=False)
     assert rc != 0

@@ -1,0 +1,251 @@
+"""report: one page comparing the experiments, as report.md and a self-contained report.html.
+
+First line: which I3D weights and flow backend made the features (random
+weights are flagged there). Then the paper's Table 3 shape (mAP per tIoU per
+experiment and their mean), F1 at tIoU 0.5, video-level classification mAP,
+the skipped videos, and the plots: per-class AP, precision-recall at tIoU 0.5
+and timelines of a few test videos (ground truth, detections, TCAM: the
+paper's Figure 5). The PNGs are also outputs of their own, so
+``snakemake --report`` shows them.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.io import atomic_path, atomic_write_text
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    _plt().close(fig)
+
+
+def plot_ap_per_class(metrics: dict[str, dict], path: Path, tiou: str = "0.5") -> None:
+    plt = _plt()
+    names = list(metrics)
+    col = {n: [f"{t:g}" for t in m["tiou_thresholds"]].index(tiou) if tiou in m["map"] else 0
+           for n, m in metrics.items()}
+    classes = sorted({c for m in metrics.values() for c in m["ap_per_class"]})
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(classes) * max(1, len(names) / 2)), 4))
+    x = np.arange(len(classes))
+    for i, n in enumerate(names):
+        ap = [metrics[n]["ap_per_class"].get(c, [0] * (col[n] + 1))[col[n]] for c in classes]
+        ax.bar(x + i * width - 0.4 + width / 2, ap, width, label=n)
+    ax.set_xticks(x, classes, rotation=60 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
+    ax.set_ylabel(f"AP at tIoU {tiou} (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    ax.set_title("Average precision per class")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_pr(metrics: dict[str, dict], path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4), squeeze=False)
+    for ax, (n, m) in zip(axes[0], metrics.items()):
+        curves = m["pr_at_tiou_0.5"]
+        for c, pr in curves.items():
+            ax.plot(pr["recall"], pr["precision"], lw=1, label=c if len(curves) <= 10 else None)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title(f"{n}: precision-recall at tIoU 0.5")
+        if 0 < len(curves) <= 10:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_timelines(videos: list[str], ann, detections: dict, tcams: dict, classes: list[str],
+                   snippet_s: dict[str, float], path: Path, experiment: str) -> None:
+    """Per video: ground truth, detections (shade = score) and the TCAM of the video's classes, in seconds."""
+    plt = _plt()
+    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(classes)}
+    fig, axes = plt.subplots(len(videos), 1, figsize=(10, 2.2 * len(videos)), squeeze=False)
+    for ax, v in zip(axes[:, 0], videos):
+        tcam = tcams.get(v)
+        dets = detections.get(v, [])
+        shown = sorted(set(ann.labels_of(v)) | {d["label"] for d in dets}, key=classes.index)
+        if tcam is not None:
+            t = (np.arange(len(tcam)) + 0.5) * snippet_s[v]
+            for c in shown:
+                ax.plot(t, tcam[:, classes.index(c)], color=colors[c], lw=1)
+        for s in (s for s in ann.segments if s.video == v):
+            ax.axvspan(s.start_s, s.end_s, ymin=0.9, ymax=1.0, color=colors[s.label])
+        for s in (s for s in ann.ambiguous if s.video == v):
+            ax.axvspan(s.start_s, s.end_s, ymin=0.9, ymax=1.0, color="0.7", hatch="//", fill=False)
+        top = max([d["score"] for d in dets] or [1])
+        for d in dets:
+            a = 0.25 + 0.75 * max(d["score"], 0) / top if top > 0 else 1
+            ax.axvspan(*d["segment"], ymin=0.78, ymax=0.88, color=colors[d["label"]], alpha=a)
+        ax.set_ylim(0, 1.12)
+        ax.set_ylabel("TCAM")
+        ax.set_title(f"{v}: ground truth (top band), {experiment} detections (second band), TCAM", fontsize=9)
+        handles = [plt.Line2D([], [], color=colors[c], lw=3, label=c) for c in shown]
+        if handles:
+            ax.legend(handles=handles, fontsize=7, loc="center right")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def timeline_videos(ann, subset: str, detections: dict, n: int) -> list[str]:
+    """The first ``n`` test videos (by name) that have ground truth and were localized."""
+    return [v for v in ann.videos_in(subset) if ann.labels_of(v) and v in detections][:n]
+
+
+def table_rows(metrics: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    thresholds = next(iter(metrics.values()))["tiou_thresholds"]
+    header = ["experiment"] + [f"mAP@{t:g}" for t in thresholds] + ["avg", "F1@0.5", "cls mAP"]
+    rows = []
+    for n, m in metrics.items():
+        rows.append([n] + [f"{m['map'][f'{t:g}']:.1f}" for t in thresholds] + [
+            f"{m['average_map']:.1f}", f"{100 * m['f1']['f1']:.1f}",
+            f"{m['classification_map']:.1f}" if "classification_map" in m else "-"])
+    return header, rows
+
+
+def markdown(title: str, provenance: list[str], metrics: dict[str, dict], skipped: list[dict],
+             plots: dict[str, str], notes: list[str]) -> str:
+    header, rows = table_rows(metrics)
+    out = [f"**{line}**  " for line in provenance] + ["", f"# {title}", ""]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += [""] + [f"- {n}" for n in notes] + [""]
+    out += ["## Skipped videos", ""]
+    out += [f"- {s['video']} ({s['stage']}): {s['reason']}" for s in skipped] or ["None."]
+    for caption, name in plots.items():
+        out += ["", f"## {caption}", "", f"![{caption}]({name})"]
+    return "\n".join(out) + "\n"
+
+
+def page(title: str, provenance: list[str], metrics: dict[str, dict], skipped: list[dict],
+         plots: dict[str, Path], notes: list[str]) -> str:
+    """The HTML report, its PNGs inlined so the one file can be mailed or archived."""
+    e = html.escape
+    header, rows = table_rows(metrics)
+    table = "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
+    table += "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>"
+    skipped_html = ("<ul>" + "".join(f"<li>{e(s['video'])} ({e(s['stage'])}): {e(s['reason'])}</li>"
+                                     for s in skipped) + "</ul>") if skipped else "<p>None.</p>"
+    figs = "".join(f"<h2>{e(c)}</h2><img alt='{e(c)}' src='data:image/png;base64,"
+                   f"{base64.b64encode(p.read_bytes()).decode()}'>" for c, p in plots.items())
+    prov = "".join(f"<p class='prov'>{e(line)}</p>" for line in provenance)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}.prov{font-weight:bold}"
+             ".warn{color:#a00}img{max-width:100%}")
+    warn = " class='prov warn'" if any("RANDOM" in p for p in provenance) else ""
+    if warn:
+        prov = prov.replace("<p class='prov'>", f"<p{warn}>", 1)
+    notes_html = "<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style>"
+            f"</head><body>{prov}<h1>{e(title)}</h1>{table}{notes_html}<h2>Skipped videos</h2>{skipped_html}"
+            f"{figs}</body></html>\n")
+
+
+def provenance_lines(feature_jsons) -> list[str]:
+    """The distinct provenance lines of the features (more than one means mixed weights: say so)."""
+    lines, flows = [], []
+    for p in feature_jsons:
+        prov = json.loads(Path(p).read_text())
+        if prov.get("status", "ok") != "ok":
+            continue
+        if prov["provenance"] not in lines:
+            lines.append(prov["provenance"])
+        flow = (prov.get("flow_settings") or {}).get("backend")
+        if flow and f"TV-L1 flow backend: {flow}" not in flows:
+            flows.append(f"TV-L1 flow backend: {flow}")
+    return lines + flows
+
+
+def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str, subset: str, skipped_json: str,
+        feature_jsons: list[str], out_dir: str, n_timelines: int) -> None:
+    from pipeline.annotations import read_table
+    from pipeline.evaluate import load_detections
+    from pipeline.localize import read_scores, read_tcams
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = Path(runs_dir)
+    metrics = {n: json.loads((runs / n / "metrics.json").read_text()) for n in experiments}
+    ann = read_table(annotations_dir)
+    skipped = json.loads(Path(skipped_json).read_text())["skipped"]
+    first = experiments[0]
+    dets = load_detections(runs / first / "detections.json")
+    videos = timeline_videos(ann, subset, dets, n_timelines)
+    classes, tcams = read_tcams(runs / first / "scores.npz", videos)
+    _, snippet_s = read_scores(runs / first / "scores.npz")
+    plots = {"Average precision per class at tIoU 0.5": out / "ap_per_class.png",
+             "Precision-recall at tIoU 0.5": out / "pr_curve.png"}
+    plot_ap_per_class(metrics, plots["Average precision per class at tIoU 0.5"])
+    plot_pr(metrics, plots["Precision-recall at tIoU 0.5"])
+    timelines = out / "timelines.png"
+    if videos:
+        plot_timelines(videos, ann, dets, tcams, classes, snippet_s, timelines, first)
+    else:  # nothing localized: an empty figure keeps the outputs complete and says why
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 1))
+        ax.text(0.5, 0.5, "no localized test video with ground truth", ha="center", va="center")
+        ax.axis("off")
+        _save(fig, timelines)
+    plots[f"Test videos: ground truth, detections and TCAM ({first})"] = timelines
+    m0 = metrics[first]
+    notes = [f"Preset {preset}, {m0['subset']} subset: {m0['n_videos']} videos, {m0['n_ground_truth']} ground-truth "
+             f"segments ({m0['n_ambiguous']} Ambiguous).",
+             f"Evaluation protocol: {m0['protocol']} (" + (
+                 "ActivityNet rules: continuous tIoU, best-tIoU matching, interpolated AP; unmatched detections "
+                 "on Ambiguous segments are ignored" if m0["protocol"] == "activitynet" else
+                 "D2-Net reference: snippet grid, first-match, detections on Ambiguous segments dropped") + ").",
+             "F1 at tIoU 0.5 over all kept detections; cls mAP: video-level classification mAP (top-k pooled scores)."]
+    provenance = provenance_lines(feature_jsons)
+    title = f"Weakly supervised action localization: {preset}"
+    for n in experiments:
+        if (runs / n / "loss.png").exists():
+            plots[f"Training loss ({n})"] = runs / n / "loss.png"
+    atomic_write_text(out / "report.md", markdown(title, provenance, metrics, skipped,
+                                                  {c: os.path.relpath(p, out) for c, p in plots.items()}, notes))
+    atomic_write_text(out / "report.html", page(title, provenance, metrics, skipped, plots, notes))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--experiments", required=True, help="comma-separated experiment names (runs/<name>)")
+    ap.add_argument("--runs", required=True, help="folder of <experiment>/{metrics.json,detections.json,scores.npz}")
+    ap.add_argument("--annotations", required=True, help="folder written by the annotations stage")
+    ap.add_argument("--subset", required=True)
+    ap.add_argument("--skipped", required=True, help="skipped_videos.json")
+    ap.add_argument("--timelines", type=int, default=4, help="test videos drawn as timelines")
+    ap.add_argument("--out", required=True, help="report folder")
+    ap.add_argument("feature_jsons", nargs="*", help="features/<video>.json provenance files")
+    args = ap.parse_args(argv)
+    run(args.preset, args.experiments.split(","), args.runs, args.annotations, args.subset, args.skipped,
+        args.feature_jsons, args.out, args.timelines)
+    print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The report: localize -> evaluate -> report on a small run, and the HTML as a browser renders it."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.annotations import Annotations, Segment, write_table
+from pipeline.evaluate import evaluate, load_detections
+from pipeline.io import atomic_write_json
+from pipeline.localize import LocalizeSettings, read_scores
+from pipeline.localize import run as localize
+from pipeline.report import run as report
+from pipeline.train import TrainSettings, build_model
+
+
+@pytest.fixture
+def small_run(tmp_path):
+    """Two experiments of a random 2-class D2-Net over 3 test videos, evaluated, with their files in place."""
+    classes = ["Jump", "Run"]
+    videos = ["v1", "v2", "v3"]
+    segs = [Segment("v1", "test", "Jump", 2.0, 6.0), Segment("v2", "test", "Run", 1.0, 3.2),
+            Segment("v3", "test", "Jump", 4.0, 9.0)]
+    ann = Annotations(classes, segs, [Segment("v3", "test", "Ambiguous", 10.0, 11.0)],
+                      videos={v: ("test", 15.0) for v in videos})
+    write_table(ann, tmp_path / "annotations")
+    rng = np.random.default_rng(0)
+    (tmp_path / "features").mkdir()
+    for v in videos:
+        np.save(tmp_path / "features" / f"{v}.npy", rng.standard_normal((23, 8)).astype(np.float32))
+        (tmp_path / "decoded" / v).mkdir(parents=True)
+        (tmp_path / "decoded" / v / "meta.json").write_text(json.dumps({"snippet_duration_s": 0.64}))
+        atomic_write_json(tmp_path / "features" / f"{v}.json", {
+            "status": "ok", "provenance": "I3D RGB: kinetics400; flow: random (RANDOM WEIGHTS: not meaningful)",
+            "flow_settings": {"backend": "torch"}})
+    atomic_write_json(tmp_path / "skipped.json", {"skipped": [{"video": "v4", "stage": "decode",
+                                                               "reason": "v4.mp4: cannot open as a video"}]})
+    s = TrainSettings(dropout=0.0)
+    for i, name in enumerate(["d2net", "ce_only"]):
+        torch.manual_seed(i)
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        torch.save({"model": build_model(2, s, 8).state_dict(), "classes": classes, "settings": s.__dict__,
+                    "feature_dim": 8}, run / "model.pt")
+        localize(str(run / "model.pt"), str(tmp_path / "features"), str(tmp_path / "decoded"), videos,
+                 LocalizeSettings(), str(run / "detections.json"), str(run / "scores.npz"), progress=False)
+        scores, snippet_s = read_scores(run / "scores.npz")
+        atomic_write_json(run / "metrics.json", evaluate(load_detections(run / "detections.json"), ann, "test",
+                                                         [0.1, 0.3, 0.5, 0.7], video_scores=scores))
+    return tmp_path
+
+
+def make_report(root):
+    report("demo", ["d2net", "ce_only"], str(root / "runs"), str(root / "annotations"), "test",
+           str(root / "skipped.json"), sorted(str(p) for p in (root / "features").glob("*.json")),
+           str(root / "report"), 2)
+    return root / "report"
+
+
+def test_report_has_the_table_provenance_skipped_videos_and_plots(small_run):
+    out = make_report(small_run)
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[0].startswith("**I3D RGB: kinetics400; flow: random (RANDOM WEIGHTS")
+    assert "| experiment | mAP@0.1 | mAP@0.3 | mAP@0.5 | mAP@0.7 | avg | F1@0.5 | cls mAP |" in md
+    assert "| d2net |" in md and "| ce_only |" in md
+    assert "- v4 (decode): v4.mp4: cannot open as a video" in md
+    for png in ("ap_per_class.png", "pr_curve.png", "timelines.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png})" in md
+    html = (out / "report.html").read_text()
+    assert html.count("<img ") == 3 and html.count("data:image/png;base64,") == 3  # self-contained
+    assert "<table>" in html and "<td>d2net</td>" in html and "class='prov warn'" in html
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_a_headless_browser_renders_the_table_and_images(small_run, tmp_path_factory):
+    out = make_report(small_run)
+    shot = out / "screenshot.png"
+    profile = tmp_path_factory.mktemp("chromium")
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}"]
+    # The DOM after rendering: every image decoded (naturalWidth > 0) and the table laid out.
+    probe = out / "probe.html"
+    probe.write_text((out / "report.html").read_text().replace("</body>", (
+        "<script>window.onload=()=>{const ok=[...document.images].every(i=>i.complete&&i.naturalWidth>0);"
+        "const t=document.querySelector('table');document.title='RENDERED images='+document.images.length+"
+        "' ok='+ok+' rows='+t.rows.length+' width='+t.offsetWidth;}</script></body>")))
+    dom = subprocess.run(common + ["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert "<title>RENDERED images=3 ok=true rows=3 width=" in dom.stdout, dom.stderr[-2000:]
+    subprocess.run(common + [f"--screenshot={shot}", "--window-size=1200,2400", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"))
+    assert img.shape == (2400, 1200) and img.std() > 20  # not a blank page
