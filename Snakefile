@@ -24,8 +24,15 @@ report: "pipeline/report_captions/workflow.rst"
 PY = sys.executable  # the interpreter running Snakemake has the project's packages
 PRESET = wf.preset(config)
 OUT = wf.results_dir(config)
+wf.check_writable(OUT)
 DEMO = wf.demo_settings(PRESET)
 VIDEOS = wf.videos(config)  # name -> (path, subset) of every video this run processes
+
+
+def intermediate(path):
+    """Decoded frames and flow: deleted once features are made, unless the preset keeps them."""
+    return path if PRESET.get("keep_intermediates", False) else temp(path)
+
 
 wildcard_constraints:
     video="[^/]+",
@@ -89,7 +96,7 @@ rule decode:
     input:
         lambda w: VIDEOS[w.video].path,
     output:
-        frames=f"{OUT}/decoded/{{video}}/frames.npy",
+        frames=intermediate(f"{OUT}/decoded/{{video}}/frames.npy"),
         meta=f"{OUT}/decoded/{{video}}/meta.json",
     params:
         settings=wf.as_param(wf.decode_settings(config)),
@@ -109,7 +116,7 @@ rule flow:
         frames=rules.decode.output.frames,
         meta=rules.decode.output.meta,
     output:
-        flow=f"{OUT}/flow/{{video}}/flow.npy",
+        flow=intermediate(f"{OUT}/flow/{{video}}/flow.npy"),
         meta=f"{OUT}/flow/{{video}}/meta.json",
     params:
         settings=wf.as_param(wf.flow_settings(config)),

@@ -37,6 +37,18 @@ def results_dir(config: dict) -> str:
     return f"{config['results_dir']}/{config['preset']}"
 
 
+def check_writable(folder: str) -> None:
+    """Fail at start-up, naming the folder, rather than in every job once work has begun."""
+    import tempfile
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"results_dir {folder} is not writable: {e.strerror or e}") from None
+
+
 def demo_settings(p: dict) -> demo_data.DemoSettings | None:
     gen = p.get("generate")
     if gen is None:

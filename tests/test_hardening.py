@@ -1,0 +1,88 @@
+"""Bad conditions end in a clear error naming the file, and a killed stage never leaves a file that looks finished."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.train import TrainSettings, build_model, load_model, training_set
+from test_features import write_inputs
+from test_workflow import snakemake
+
+FEATURES_CLI = [sys.executable, "-m", "pipeline.features"]
+
+
+def test_kill_9_in_the_middle_of_features_then_rerun(tmp_path):
+    frames, flow = write_inputs(tmp_path, 24, size=96)
+    out, prov = tmp_path / "out" / "v.npy", tmp_path / "out" / "v.json"
+    cmd = FEATURES_CLI + [str(frames), "--flow", str(flow), "--flow-meta", str(tmp_path / "flow_meta.json"),
+                          "--out", str(out), "--provenance", str(prov), "--threads", "1",
+                          "--settings", json.dumps({"rgb_weights": "random", "flow_weights": "random",
+                                                    "random_seed": 0}),
+                          "--runtime", json.dumps({"device": "cpu", "batch_size": 1, "threads": 1})]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "out").glob(".v.npy.tmp-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # some snippets in
+    assert proc.poll() is None, "features ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and not prov.exists()  # only a .tmp-* file: nothing that looks finished
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    feats = np.load(out)
+    assert feats.shape == (24, 2048) and np.isfinite(feats).all()
+    assert json.loads(prov.read_text())["n_snippets"] == 24
+
+
+def test_nan_in_a_feature_file_is_an_error_naming_it(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    from pipeline.annotations import Annotations, Segment, write_table
+
+    write_table(Annotations(["Jump"], [Segment("v1", "train", "Jump", 1, 2)]), tmp_path / "annotations")
+    f = np.ones((10, 2048), np.float32)
+    f[3, 7] = np.nan
+    (tmp_path / "features").mkdir()
+    np.save(tmp_path / "features" / "v1.npy", f)
+    with pytest.raises(ValueError, match=r"features/v1\.npy: non-finite values"):
+        training_set(tmp_path / "features", tmp_path / "annotations", "train")
+    from pipeline.localize import LocalizeSettings, run
+
+    s = TrainSettings()
+    torch.save({"model": build_model(1, s).state_dict(), "classes": ["Jump"], "settings": s.__dict__,
+                "feature_dim": 2048}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"features/v1\.npy: non-finite values"):
+        run(str(tmp_path / "model.pt"), str(tmp_path / "features"), str(tmp_path), ["v1"], LocalizeSettings(),
+            str(tmp_path / "d.json"), str(tmp_path / "s.npz"), progress=False)
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_malicious_checkpoint_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = TrainSettings()
+    torch.save({"model": build_model(1, s, 8).state_dict(), "classes": ["Jump"], "settings": s.__dict__,
+                "feature_dim": 8, "extra": Payload()}, tmp_path / "model.pt")
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+        load_model(tmp_path / "model.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_an_unwritable_results_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the results folder should go")
+    rc, out = snakemake(tmp_path, {"results_dir": str(blocker / "results")}, "-n", check=False)
+    assert rc != 0 and f"results_dir {blocker / 'results' / 'demo'} is not writable" in out, out[-2000:]
+    if os.geteuid() != 0:  # root writes through permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        rc, out = snakemake(tmp_path, {"results_dir": str(locked)}, "-n", check=False)
+        assert rc != 0 and "is not writable" in out
