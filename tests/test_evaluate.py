@@ -4,7 +4,7 @@ import pytest
 
 from activitynet_eval import compute_average_precision_detection
 from pipeline.annotations import Annotations, Segment
-from pipeline.evaluate import EvaluationError, average_precision, classification_map, evaluate
+from pipeline.evaluate import EvaluationError, classification_map, evaluate
 
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models.losses import video_scores
+from pipeline.evaluate import average_precision
 from pipeline.train import TrainSettings, load_model, train
 
 
@@ -35,15 +36,6 @@ def synthetic(n_videos, n_classes=3, dim=256, seed=0):
         labels.append(y)
         segments.append(segs)
     return feats, np.stack(labels), segments
-
-
-def average_precision(scores, truth):
-    order = np.argsort(-scores)
-    hits = truth[order]
-    if hits.sum() == 0:
-        return 0.0
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / hits.sum())
 
 
 FAST = dict(batch_size=8, max_seqlen=100, lr=1e-3, weight_decay=0.0005, pdmi_start_iter=50, dropout=0.5,
