@@ -1,0 +1,160 @@
+"""The reduced demo through a real one-node SLURM (slurm-wlm + munge on localhost) equals a local run.
+
+Follows ../shared/reference/slurm_local.md: installs slurm-wlm and munge with
+apt-get when missing, writes a one-node slurm.conf (the machine's own is put
+back afterwards), starts munged, slurmctld and slurmd, and stops exactly the
+daemons it started, by their PIDs. Needs root. The cluster profile is
+profiles/slurm with what this node lacks taken out: no GPU, at most its 2
+CPUs and 4 GB per job, no accounting (squeue for job status).
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+from test_workflow import QUICK_FLOW, TINY_DEMO, snakemake
+
+SLURM_CONF = """\
+ClusterName=vidloctest
+SlurmctldHost=localhost
+SlurmUser=slurm
+SlurmctldPort=6817
+SlurmdPort=6818
+AuthType=auth/munge
+StateSaveLocation=/var/lib/slurm/slurmctld
+SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SwitchType=switch/none
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+SlurmdTimeout=300
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 RealMemory=20000 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, **kw)
+
+
+def _pid(path, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if Path(path).exists() and Path(path).read_text().strip():
+            return int(Path(path).read_text().split()[0])
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not appear")
+
+
+@pytest.fixture
+def slurm_cluster():
+    if os.geteuid() != 0:
+        pytest.skip("starting SLURM daemons needs root")
+    if not (shutil.which("slurmctld") and shutil.which("munged")):
+        r = _sh("apt-get install -y slurm-wlm munge || (apt-get update && apt-get install -y slurm-wlm munge)",
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=900)
+        assert r.returncode == 0, f"could not install slurm-wlm and munge:\n{r.stderr[-2000:]}"
+    for name in ("slurmctld", "slurmd", "munged"):
+        assert _sh(f"pgrep -x {name}").returncode != 0, f"a {name} is already running: not starting another"
+    conf = Path("/etc/slurm/slurm.conf")
+    saved = conf.read_bytes() if conf.exists() else None
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(SLURM_CONF)
+    _sh("mkdir -p /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm /run/munge && "
+        "chown -R slurm:slurm /var/lib/slurm /var/log/slurm && chown munge:munge /run/munge && "
+        "chmod 755 /run/munge")
+    for stale in ("/run/slurmctld.pid", "/run/slurmd.pid", "/run/munge/munged.pid"):
+        Path(stale).unlink(missing_ok=True)
+    pids = []
+    try:
+        r = _sh("su -s /bin/sh munge -c /usr/sbin/munged")
+        assert r.returncode == 0, r.stderr
+        pids.append(_pid("/run/munge/munged.pid"))
+        assert "Success" in _sh("munge -n | unmunge").stdout
+        assert _sh("/usr/sbin/slurmctld").returncode == 0
+        pids.append(_pid("/run/slurmctld.pid"))
+        assert _sh("/usr/sbin/slurmd -N localhost").returncode == 0
+        pids.append(_pid("/run/slurmd.pid"))
+        deadline = time.time() + 60
+        while "idle" not in _sh("sinfo -h -o %t").stdout and time.time() < deadline:
+            time.sleep(1)
+        assert "idle" in _sh("sinfo -h -o %t").stdout, _sh("sinfo").stdout
+        yield
+    finally:
+        for pid in reversed(pids):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in pids:
+            deadline = time.time() + 30
+            while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+                time.sleep(0.2)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        if saved is None:
+            conf.unlink(missing_ok=True)
+        else:
+            conf.write_bytes(saved)
+
+
+def node_profile(dest: Path) -> Path:
+    """profiles/slurm fitted to this node: no GPU, at most 2 CPUs and 4 GB per job."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    for res in profile["set-resources"].values():
+        res.pop("gpu", None)
+        res["cpus_per_task"] = min(res.get("cpus_per_task", 1), 2)
+        res["mem_mb"] = min(res.get("mem_mb", 1000), 4000)
+    profile["resources"] = ["mem_mb=4000", "cpus_per_task=2"]
+    profile["set-resource-scopes"] = ["cpus_per_task=local"]
+    profile.update({"slurm-status-command": "squeue", "slurm-no-account": True, "latency-wait": 10,
+                    "slurm-init-seconds-before-status-checks": 5, "retries": 0})
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "config.yaml").write_text(yaml.safe_dump(profile))
+    return dest
+
+
+@pytest.mark.slow
+def test_reduced_demo_through_slurm_equals_a_local_run(tmp_path, slurm_cluster):
+    override = {"presets": {"demo": TINY_DEMO}, **QUICK_FLOW}
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    local.mkdir()
+    cluster.mkdir()
+    snakemake(local, override)
+    _, out = snakemake(cluster, override, "--profile", str(node_profile(tmp_path / "profile")))
+    # every job went through sbatch: the per-video stages as one group job, the rest one job each
+    submitted = [line for line in out.splitlines() if "has been submitted with SLURM jobid" in line]
+    assert any("group job" in line.lower() or "extract" in line for line in submitted) or \
+        "group" in out.lower(), out[-3000:]
+    logs = list((cluster / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert logs, "no SLURM job logs"
+    a, b = local / "results" / "demo", cluster / "results" / "demo"
+    assert (a / "annotations" / "annotations.tsv").read_text() == (b / "annotations" / "annotations.tsv").read_text()
+    for v in ("demo_validation_0000", "demo_validation_0001", "demo_test_0000"):
+        assert np.array_equal(np.load(a / "decoded" / v / "frames.npy"), np.load(b / "decoded" / v / "frames.npy"))
+        assert np.array_equal(np.load(a / "flow" / v / "flow.npy"), np.load(b / "flow" / v / "flow.npy"))
+        np.testing.assert_allclose(np.load(b / "features" / f"{v}.npy"), np.load(a / "features" / f"{v}.npy"),
+                                   rtol=1e-5, atol=1e-5)
+    for exp in ("d2net", "ce_only"):
+        ma = json.loads((a / "runs" / exp / "metrics.json").read_text())
+        mb = json.loads((b / "runs" / exp / "metrics.json").read_text())
+        assert ma["map"] == pytest.approx(mb["map"], abs=1e-6) and ma["f1"] == mb["f1"]
+    assert (b / "report" / "report.html").exists()
