@@ -338,6 +338,32 @@ def evaluate(results: dict[str, list[dict]], ann, subset: str, thresholds, proto
     return out
 
 
+def placed_at_random(results: dict[str, list[dict]], lengths_s: dict[str, float], seed: int) -> dict:
+    """The same detections (label, length, score) at uniformly random places in their videos."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v, dets in results.items():
+        moved = []
+        for d in dets:
+            a, b = d["segment"]
+            room = max(lengths_s.get(v, b) - (b - a), 0.0)
+            start = float(rng.uniform(0, room)) if room > 0 else 0.0
+            moved.append({**d, "segment": [start, start + (b - a)]})
+        out[v] = moved
+    return out
+
+
+def chance_level(results, ann, subset: str, thresholds, protocol: str, lengths_s: dict[str, float],
+                 snippet_s=None, seeds: int = 5) -> dict:
+    """mAP of the detections placed at random (mean of ``seeds`` draws): what localization must beat."""
+    runs = [evaluate(placed_at_random(results, lengths_s, seed), ann, subset, thresholds, protocol, snippet_s)
+            for seed in range(seeds)]
+    keys = runs[0]["map"].keys()
+    return {"map": {k: round(float(np.mean([r["map"][k] for r in runs])), 4) for k in keys},
+            "average_map": round(float(np.mean([r["average_map"] for r in runs])), 4),
+            "f1": {"f1": float(np.mean([r["f1"]["f1"] for r in runs]))}, "seeds": seeds}
+
+
 def classification_map(video_scores: dict[str, np.ndarray], ann, videos) -> float:
     """Video-level classification mAP (x100) over classes present in ``videos``."""
     videos = [v for v in videos if v in video_scores]
@@ -358,7 +384,7 @@ def _thin(precision: np.ndarray, recall: np.ndarray, points: int = 200) -> dict:
 
 def main(argv=None) -> int:
     from pipeline.annotations import read_table
-    from pipeline.localize import read_scores
+    from pipeline.localize import read_lengths_s, read_scores
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("detections", help="detections.json (ActivityNet results format)")
@@ -371,9 +397,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     ann = read_table(args.annotations)
     video_scores, snippet_s = read_scores(args.scores) if args.scores else (None, None)
-    metrics = evaluate(load_detections(args.detections), ann, args.subset,
-                       [float(t) for t in args.tiou.split(",")], args.protocol, snippet_s, video_scores,
+    results = load_detections(args.detections)
+    thresholds = [float(t) for t in args.tiou.split(",")]
+    metrics = evaluate(results, ann, args.subset, thresholds, args.protocol, snippet_s, video_scores,
                        source=args.detections)
+    if args.scores:
+        metrics["chance"] = chance_level(results, ann, args.subset, thresholds, args.protocol,
+                                         read_lengths_s(args.scores), snippet_s)
     atomic_write_json(args.out, metrics)
     print(f"{args.detections}: mAP {metrics['map']} average {metrics['average_map']:.2f}", file=sys.stderr)
     return 0

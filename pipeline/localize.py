@@ -211,6 +211,13 @@ def read_scores(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, floa
     return scores, snippet_s
 
 
+def read_lengths_s(path: str | Path) -> dict[str, float]:
+    """video -> seconds covered by its snippets, from scores.npz."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k.split("/", 1)[1]: len(z[k]) * float(z[f"snippet_s/{k.split('/', 1)[1]}"])
+                for k in z.files if k.startswith("tcam/")}
+
+
 def read_tcams(path: str | Path, videos) -> tuple[list[str], dict[str, np.ndarray]]:
     """(classes, video -> re-weighted TCAM (T, C)) for the given videos."""
     with np.load(path, allow_pickle=False) as z:

@@ -123,6 +123,12 @@ def table_rows(metrics: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
         rows.append([n] + [f"{m['map'][f'{t:g}']:.1f}" for t in thresholds] + [
             f"{m['average_map']:.1f}", f"{100 * m['f1']['f1']:.1f}",
             f"{m['classification_map']:.1f}" if "classification_map" in m else "-"])
+    first, m = next(iter(metrics.items()))
+    if "chance" in m:
+        c = m["chance"]
+        rows.append([f"chance ({first}'s detections placed at random)"] +
+                    [f"{c['map'][f'{t:g}']:.1f}" for t in thresholds] +
+                    [f"{c['average_map']:.1f}", f"{100 * c['f1']['f1']:.1f}", "-"])
     return header, rows
 
 

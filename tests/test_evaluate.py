@@ -153,3 +153,18 @@ def test_classification_map():
     scores = {"v1": np.array([0.9, 0.1]), "v2": np.array([0.5, 0.8]), "v3": np.array([0.2, 0.3])}
     assert classification_map(scores, a, ["v1", "v2", "v3"]) == pytest.approx(100 * ((1 + 2 / 3) / 2 + 1) / 2,
                                                                               abs=1e-3)
+
+
+def test_chance_level_keeps_the_detections_but_not_their_places():
+    from pipeline.evaluate import chance_level, placed_at_random
+
+    gt = [(f"v{i}", "Jump", 10.0 + i, 14.0 + i) for i in range(1, 3)] + [("v1", "Run", 50, 53), ("v2", "Run", 70, 72)]
+    dets = det(*[(v, c, s, e, 0.9) for v, c, s, e in gt])
+    moved = placed_at_random(dets, {"v1": 100.0, "v2": 100.0}, seed=0)
+    for v in dets:
+        for a, b in zip(dets[v], moved[v]):
+            assert a["label"] == b["label"] and a["score"] == b["score"]
+            assert b["segment"][1] - b["segment"][0] == pytest.approx(a["segment"][1] - a["segment"][0])
+            assert 0 <= b["segment"][0] and b["segment"][1] <= 100
+    chance = chance_level(dets, ann(gt), "test", THUMOS_TIOU, "activitynet", {"v1": 100.0, "v2": 100.0})
+    assert chance["average_map"] < 20 and chance["seeds"] == 5

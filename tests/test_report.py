@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pipeline.annotations import Annotations, Segment, write_table
-from pipeline.evaluate import evaluate, load_detections
+from pipeline.evaluate import chance_level, evaluate, load_detections
 from pipeline.io import atomic_write_json
-from pipeline.localize import LocalizeSettings, read_scores
+from pipeline.localize import LocalizeSettings, read_lengths_s, read_scores
 from pipeline.localize import run as localize
 from pipeline.report import run as report
 from pipeline.train import TrainSettings, build_model
@@ -47,8 +47,11 @@ def small_run(tmp_path):
         localize(str(run / "model.pt"), str(tmp_path / "features"), str(tmp_path / "decoded"), videos,
                  LocalizeSettings(), str(run / "detections.json"), str(run / "scores.npz"), progress=False)
         scores, snippet_s = read_scores(run / "scores.npz")
-        atomic_write_json(run / "metrics.json", evaluate(load_detections(run / "detections.json"), ann, "test",
-                                                         [0.1, 0.3, 0.5, 0.7], video_scores=scores))
+        results = load_detections(run / "detections.json")
+        metrics = evaluate(results, ann, "test", [0.1, 0.3, 0.5, 0.7], video_scores=scores)
+        metrics["chance"] = chance_level(results, ann, "test", [0.1, 0.3, 0.5, 0.7], "activitynet",
+                                         read_lengths_s(run / "scores.npz"))
+        atomic_write_json(run / "metrics.json", metrics)
     return tmp_path
 
 
@@ -64,7 +67,7 @@ def test_report_has_the_table_provenance_skipped_videos_and_plots(small_run):
     md = (out / "report.md").read_text()
     assert md.splitlines()[0].startswith("**I3D RGB: kinetics400; flow: random (RANDOM WEIGHTS")
     assert "| experiment | mAP@0.1 | mAP@0.3 | mAP@0.5 | mAP@0.7 | avg | F1@0.5 | cls mAP |" in md
-    assert "| d2net |" in md and "| ce_only |" in md
+    assert "| d2net |" in md and "| ce_only |" in md and "| chance (d2net's detections placed at random) |" in md
     assert "- v4 (decode): v4.mp4: cannot open as a video" in md
     for png in ("ap_per_class.png", "pr_curve.png", "timelines.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png})" in md
@@ -90,7 +93,7 @@ def test_a_headless_browser_renders_the_table_and_images(small_run, tmp_path_fac
         "' ok='+ok+' rows='+t.rows.length+' width='+t.offsetWidth;}</script></body>")))
     dom = subprocess.run(common + ["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], capture_output=True,
                          text=True, timeout=120)
-    assert "<title>RENDERED images=3 ok=true rows=3 width=" in dom.stdout, dom.stderr[-2000:]
+    assert "<title>RENDERED images=3 ok=true rows=4 width=" in dom.stdout, dom.stderr[-2000:]
     subprocess.run(common + [f"--screenshot={shot}", "--window-size=1200,2400", (out / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     from PIL import Image
