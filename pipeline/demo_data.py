@@ -188,8 +188,9 @@ def write_video(path: Path, frames, fps: int, crf: int = 20, times_s=None) -> No
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=fps)
-            # A single thread keeps the encoded bytes identical from run to run.
-            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+            # Identical bytes from run to run need a single thread and no macroblock-tree rate control:
+            # with mbtree this libx264 encodes the same frames differently now and then.
+            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "no-mbtree=1"}
             stream.thread_count = 1
             if times_s is not None:
                 stream.codec_context.time_base = Fraction(1, 1000)
