@@ -133,10 +133,18 @@ def demo_scores(results, experiment):
 
 @pytest.mark.slow
 def test_learns_the_demo(tmp_path):
-    """The whole demo workflow (about 14 min on 2 cores): D2-Net learns the demo's actions."""
+    """The whole demo workflow (about 20 min on 2 cores): D2-Net learns and localizes the demo's actions."""
+    import json
+
     from test_workflow import snakemake
 
     snakemake(tmp_path, {})
-    cmap, inside = demo_scores(tmp_path / "results" / "demo", "d2net")
+    out = tmp_path / "results" / "demo"
+    cmap, inside = demo_scores(out, "d2net")
     print(f"demo D2-Net: classification mAP {cmap:.3f}, TCAM higher inside true segments for {inside:.0%}")
     assert cmap >= 0.9 and inside > 0.8
+    d2net, ce = (json.loads((out / "runs" / e / "metrics.json").read_text()) for e in ("d2net", "ce_only"))
+    print(f"mAP@0.5 D2-Net {d2net['map']['0.5']}, CE only {ce['map']['0.5']}, chance {d2net['chance']['map']['0.5']}")
+    assert d2net["map"]["0.5"] >= 50 and d2net["map"]["0.5"] >= 3 * d2net["chance"]["map"]["0.5"]
+    assert d2net["average_map"] >= ce["average_map"]  # the paper's Table 3 ordering
+    assert "<table>" in (out / "report" / "report.html").read_text()

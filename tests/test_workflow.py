@@ -128,6 +128,13 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
         metrics = json.loads((out / "runs" / experiment / "metrics.json").read_text())
         assert metrics["n_videos"] == 1 and set(metrics["map"]) == {"0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"}
     assert "<table>" in (out / "report" / "report.html").read_text()
+    # The same plots in Snakemake's own report, with their captions.
+    import zipfile
+
+    snakemake(tmp_path, override, "--report", str(tmp_path / "snakemake_report.zip"))
+    names = zipfile.ZipFile(tmp_path / "snakemake_report.zip").namelist()
+    for plot in ("report.html", "ap_per_class.png", "pr_curve.png", "timelines.png"):
+        assert any(n.endswith("/" + plot) for n in names), names
 
     _, dry = snakemake(tmp_path, override, "-n")
     assert planned_jobs(dry) == {}  # a second run does nothing
@@ -212,7 +219,7 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
     snakemake(gen, {"presets": {"demo": tiny}}, "demo_data")
     videos = tmp_path / "videos"
     videos.mkdir()
-    for v in ("demo_validation_0000", "demo_validation_0001", "demo_test_0000"):
+    for v in ("demo_validation_0001", "demo_validation_0002", "demo_test_0001"):
         shutil.copy(gen / "demo" / "videos" / f"{v}.mp4", videos)
     demo = yaml.safe_load((REPO / "workflow_config.yaml").read_text())["presets"]["demo"]
     mine = {**{k: v for k, v in demo.items() if k != "generate"}, "videos": str(videos),
@@ -220,14 +227,14 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
                                                                 "test": str(gen / "demo" / "annotations_test")}},
             "d2net": {**demo["d2net"], **TINY_DEMO["d2net"]}}
     config = {"preset": "mine", "presets": {"mine": mine}, **QUICK_FLOW}
-    snakemake(tmp_path, config)  # demo_validation_0002 is annotated but not there yet: skipped
+    snakemake(tmp_path, config)  # demo_validation_0003 is annotated but not there yet: skipped
     skipped = json.loads((tmp_path / "results" / "mine" / "skipped_videos.json").read_text())["skipped"]
-    assert [s["video"] for s in skipped] == ["demo_validation_0002"]
+    assert [s["video"] for s in skipped] == ["demo_validation_0003"]
     _, dry = snakemake(tmp_path, config, "-n")
     assert planned_jobs(dry) == {}  # touch nothing: nothing runs
 
     # Add one video: its extraction and the stages that aggregate over videos.
-    shutil.copy(gen / "demo" / "videos" / "demo_validation_0002.mp4", videos)
+    shutil.copy(gen / "demo" / "videos" / "demo_validation_0003.mp4", videos)
     _, dry = snakemake(tmp_path, config, "-n")
     assert planned_jobs(dry) == {"annotations": 1, "decode": 1, "flow": 1, "features": 1, "skipped_videos": 1,
                                  "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
