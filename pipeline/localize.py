@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.io import atomic_path, atomic_write_json
+from pipeline.settings import from_dict
 
 CLASS_SELECTIONS = ("half_max", "top2")
 
@@ -55,14 +56,10 @@ class LocalizeSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LocalizeSettings":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown localization setting(s): {', '.join(unknown)}")
         d = dict(d)
         if "thresholds" in d:
             d["thresholds"] = tuple(d["thresholds"])
-        return cls(**d)
+        return from_dict(cls, d, "localization")
 
     def threshold_values(self) -> np.ndarray:
         start, stop, step = self.thresholds

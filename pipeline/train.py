@@ -20,7 +20,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from models.d2net import D2Net
 from models.losses import VARIANTS, d2net_loss
 from pipeline.io import atomic_path, atomic_write_text
 from pipeline.runtime import torch_device
+from pipeline.settings import from_dict
 
 LOG_COLUMNS = ("iteration", "total", "cls", "ds", "dv", "seconds")
 
@@ -64,11 +65,7 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainSettings":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**d)
+        return from_dict(cls, d, "training")
 
 
 def build_model(n_classes: int, s: TrainSettings, feature_dim: int = 2048) -> D2Net:

@@ -100,3 +100,9 @@ def test_the_stage_writes_activitynet_results_and_scores(tmp_path):
         assert d["label"] in ("a", "b") and 0 <= d["segment"][0] < d["segment"][1] <= 30 * 0.64
     scores, snippet_s = read_scores(tmp_path / "scores.npz")
     assert scores["v1"].shape == (2,) and snippet_s == {"v1": 0.64}
+
+
+def test_an_unknown_setting_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="unknown localization setting.s.: nms_iuo"):
+        LocalizeSettings.from_dict({"nms_iuo": 0.3})
+    assert LocalizeSettings.from_dict({"thresholds": [0.1, 0.5, 0.1]}).thresholds == (0.1, 0.5, 0.1)
