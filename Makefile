@@ -30,6 +30,7 @@ bench: setup
 	$(PY) bench/decode.py
 	$(PY) bench/tvl1.py
 	$(PY) bench/i3d.py
+	$(PY) bench/evaluate.py
 	$(PY) bench/train.py
 
 clean:
