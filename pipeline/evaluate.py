@@ -249,7 +249,7 @@ def detection_ap(det: Segments, gt: Segments, amb: Segments, n_classes: int, thr
     n_tp = int((tp[:, f1_col] & counted[:, f1_col] & has_gt).sum())
     n_fp = int((~tp[:, f1_col] & counted[:, f1_col] & has_gt).sum())
     p = n_tp / (n_tp + n_fp) if n_tp + n_fp else 0.0
-    r = n_tp / npos.sum() if npos.sum() else 0.0
+    r = float(n_tp / npos.sum()) if npos.sum() else 0.0
     f1 = {"tiou": F1_TIOU, "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
           "true_positives": n_tp, "false_positives": n_fp, "ground_truth": int(npos.sum())}
     return Result(thr, ap, f1, pr)
