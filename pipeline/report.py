@@ -53,7 +53,7 @@ def plot_ap_per_class(metrics: dict[str, dict], path: Path, tiou: str = "0.5") -
     ax.set_xticks(x, classes, rotation=60 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
     ax.set_ylabel(f"AP at tIoU {tiou} (%)")
     ax.set_ylim(0, 100)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     ax.set_title("Average precision per class")
     fig.tight_layout()
     _save(fig, path)
