@@ -10,6 +10,8 @@ a ground truth (so that matches compete) and half anywhere; tIoU 0.1:0.1:0.7.
 - loop: ActivityNet's ``compute_average_precision_detection`` as transcribed
   in tests/activitynet_eval.py (a Python loop over detections and
   thresholds), with THUMOS14's Ambiguous rule, per class.
+Both start from the same inputs (the results dict, the annotation table)
+and end with the mAP per threshold.
 Both give the mAP per threshold; the script checks they are identical and
 prints the time ratio (best of the repeats).
 """
@@ -65,10 +67,17 @@ def synthetic(n_videos: int, n_classes: int, n_det: int, seed: int = 0):
     return ann, results, gt, amb, rows, classes
 
 
-def loop_map(gt, amb, rows, classes) -> np.ndarray:
-    aps = [compute_average_precision_detection([(v, s, e) for v, l, s, e in gt if l == c],
-                                               [(v, s, e, sc) for v, l, s, e, sc in rows if l == c], TIOU, amb)
-           for c in classes]
+def loop_map(results: dict, ann) -> np.ndarray:
+    """ActivityNet's evaluator from the same inputs as ours: results json and the annotation table."""
+    gt = {c: [] for c in ann.classes}
+    for s in ann.segments:
+        gt[s.label].append((s.video, s.start_s, s.end_s))
+    pred = {c: [] for c in ann.classes}
+    for v, dets in results.items():
+        for d in dets:
+            pred[d["label"]].append((v, d["segment"][0], d["segment"][1], d["score"]))
+    amb = [(s.video, s.start_s, s.end_s) for s in ann.ambiguous]
+    aps = [compute_average_precision_detection(gt[c], pred[c], TIOU, amb) for c in ann.classes]
     return np.mean(aps, axis=0) * 100
 
 
@@ -91,7 +100,7 @@ def main() -> int:
     ann, results, gt, amb, rows, classes = synthetic(args.videos, args.classes, args.detections)
     t_ours, m = best_of(lambda: evaluate(results, ann, "test", TIOU), args.repeats)
     ours = np.array([m["map"][f"{t:g}"] for t in TIOU])
-    t_loop, theirs = best_of(lambda: loop_map(gt, [(v, s, e) for v, s, e in amb], rows, classes), 1)
+    t_loop, theirs = best_of(lambda: loop_map(results, ann), 1)
     same = np.allclose(ours, theirs, atol=1e-3)
     print(f"set: {args.videos} videos, {args.classes} classes, {len(gt)} ground truth, {len(amb)} Ambiguous, "
           f"{len(rows)} detections, tIoU {TIOU}")

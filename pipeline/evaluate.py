@@ -65,12 +65,9 @@ class Segments:
 def segments(rows, videos: dict[str, int], classes: dict[str, int], scored: bool = False) -> Segments:
     """Segments from (video, label, start, end[, score]) rows; labels must be in ``classes``."""
     rows = list(rows)
-    n = len(rows)
-    v, c = np.empty(n, np.int64), np.empty(n, np.int64)
-    t = np.empty((n, 3 if scored else 2), np.float64)
-    for i, row in enumerate(rows):
-        v[i], c[i] = videos[row[0]], classes[row[1]]
-        t[i] = row[2:]
+    v = np.fromiter((videos[r[0]] for r in rows), np.int64, len(rows))
+    c = np.fromiter((classes[r[1]] for r in rows), np.int64, len(rows))
+    t = np.array([r[2:] for r in rows], np.float64).reshape(len(rows), 3 if scored else 2)
     return Segments(v, c, t[:, 0], t[:, 1], t[:, 2] if scored else None)
 
 
@@ -300,8 +297,7 @@ def evaluate(results: dict[str, list[dict]], ann, subset: str, thresholds, proto
             if d["label"] not in cidx:
                 raise EvaluationError(f"{source}: video {video}: label {d['label']!r} is not in the ground truth "
                                       f"classes ({', '.join(classes)})")
-            start, end = (float(x) for x in d["segment"])
-            rows.append((video, d["label"], start, end, float(d["score"])))
+            rows.append((video, d["label"], d["segment"][0], d["segment"][1], d["score"]))
     det = segments(rows, vidx, cidx, scored=True)
     gt = segments(((s.video, s.label, s.start_s, s.end_s) for s in ann.segments if s.video in vidx), vidx, cidx)
     amb_idx = {**cidx, "Ambiguous": 0}
