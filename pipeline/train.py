@@ -111,9 +111,14 @@ def plot_losses(rows, path: Path, title: str) -> None:
 
     a = np.asarray(rows, dtype=float)
     fig, ax = plt.subplots(figsize=(7, 4))
+    # pDMI acts on alternate iterations, so the raw curves zigzag: draw them faint, a running mean on top.
+    window = max(1, min(50, len(a) // 20))
+    kernel = np.ones(window) / window
     for col, name in ((1, "total"), (2, "L_cls / L_Dis"), (3, "L_DS"), (4, "L_DV")):
         if len(a) and np.any(a[:, col]):
-            ax.plot(a[:, 0], a[:, col], label=name, lw=1)
+            line, = ax.plot(a[:, 0], a[:, col], lw=0.5, alpha=0.25)
+            smooth = np.convolve(a[:, col], kernel, mode="valid")
+            ax.plot(a[window - 1:, 0], smooth, color=line.get_color(), lw=1.5, label=f"{name} (mean of {window})")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(title)
