@@ -67,7 +67,7 @@ def synthetic(n_videos: int, n_classes: int, n_det: int, seed: int = 0):
     return ann, results, gt, amb, rows, classes
 
 
-def loop_map(results: dict, ann) -> np.ndarray:
+def loop_map(results: dict, ann, thresholds=TIOU) -> np.ndarray:
     """ActivityNet's evaluator from the same inputs as ours: results json and the annotation table."""
     gt = {c: [] for c in ann.classes}
     for s in ann.segments:
@@ -77,7 +77,7 @@ def loop_map(results: dict, ann) -> np.ndarray:
         for d in dets:
             pred[d["label"]].append((v, d["segment"][0], d["segment"][1], d["score"]))
     amb = [(s.video, s.start_s, s.end_s) for s in ann.ambiguous]
-    aps = [compute_average_precision_detection(gt[c], pred[c], TIOU, amb) for c in ann.classes]
+    aps = [compute_average_precision_detection(gt[c], pred[c], thresholds, amb) for c in ann.classes if gt[c]]
     return np.mean(aps, axis=0) * 100
 
 

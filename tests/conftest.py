@@ -10,6 +10,16 @@ SHARED_THUMOS = REPO.parent / "shared" / "data" / "thumos14"
 BUNDLED_THUMOS = REPO / "data" / "thumos14"
 
 
+def load_bench(name: str):
+    """A bench/ script as a module, so a test can reuse its data generators and reference implementations."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def thumos_dir() -> Path:
     """The real THUMOS14 annotations: the shared copy if present, else the one bundled in data/."""
     return SHARED_THUMOS if SHARED_THUMOS.is_dir() else BUNDLED_THUMOS
