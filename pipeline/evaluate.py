@@ -81,6 +81,29 @@ def _interval_iou(ps, pe, gs, ge):
     return np.divide(inter, union, out=np.zeros(np.broadcast(inter, union).shape), where=union > 0)
 
 
+def _group_tables(groups: np.ndarray, fill: float, *columns: np.ndarray):
+    """Items grouped by key as padded (n_groups, largest group) tables, each group's items in input order.
+
+    Returns the sorted distinct keys and one table per column, ``fill`` where a group has fewer items.
+    """
+    keys, inv = np.unique(groups, return_inverse=True)
+    counts = np.bincount(inv, minlength=len(keys))
+    order = np.argsort(inv, kind="stable")
+    slot = np.arange(len(groups)) - np.repeat(np.cumsum(counts) - counts, counts)
+    tables = []
+    for col in columns:
+        table = np.full((len(keys), counts.max()), fill)
+        table[inv[order], slot] = col[order]
+        tables.append(table)
+    return keys, tables
+
+
+def _lookup(keys: np.ndarray, x: np.ndarray):
+    """Row of each ``x`` among the sorted ``keys``, and whether it is one of them."""
+    pos = np.searchsorted(keys, x)
+    return pos, (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == x)
+
+
 def _ranks(groups: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Rank of each item inside its group when items are taken in ``order``."""
     pos = np.empty(len(order), np.int64)
@@ -107,20 +130,10 @@ def match(det: Segments, gt: Segments, thresholds, rule: str = "best") -> np.nda
     if len(det) == 0 or len(gt) == 0:
         return tp
     n_cls = int(max(det.label.max(), gt.label.max())) + 1
-    dkey, gkey = det.video * n_cls + det.label, gt.video * n_cls + gt.label
-    keys, gkey_idx = np.unique(gkey, return_inverse=True)
-    # ground truth as padded (group, slot) tables, slots in annotation order
-    g_order = np.argsort(gkey_idx, kind="stable")
-    counts = np.bincount(gkey_idx, minlength=len(keys))
-    slot = np.arange(len(gt)) - np.repeat(np.cumsum(counts) - counts, counts)
-    gs = np.full((len(keys), counts.max()), np.nan)
-    ge = np.full_like(gs, np.nan)
-    gs[gkey_idx[g_order], slot] = gt.start[g_order]
-    ge[gkey_idx[g_order], slot] = gt.end[g_order]
+    # ground truth as padded (video-class group, slot) tables, slots in annotation order
+    keys, (gs, ge) = _group_tables(gt.video * n_cls + gt.label, np.nan, gt.start, gt.end)
     free = np.broadcast_to(~np.isnan(gs)[:, None, :], (len(keys), len(thr), gs.shape[1])).copy()
-
-    pos = np.searchsorted(keys, dkey)
-    has_gt = (pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == dkey)
+    pos, has_gt = _lookup(keys, det.video * n_cls + det.label)
     cand = np.flatnonzero(has_gt)  # detections in a (video, class) without ground truth are all false positives
     if len(cand) == 0:
         return tp
@@ -151,16 +164,8 @@ def overlaps_any(det: Segments, amb: Segments) -> np.ndarray:
     out = np.zeros(len(det), bool)
     if len(det) == 0 or len(amb) == 0:
         return out
-    vids, inv = np.unique(amb.video, return_inverse=True)
-    counts = np.bincount(inv)
-    table_s = np.full((len(vids), counts.max()), np.inf)
-    table_e = np.full_like(table_s, -np.inf)
-    order = np.argsort(inv, kind="stable")
-    slot = np.arange(len(amb)) - np.repeat(np.cumsum(counts) - counts, counts)
-    table_s[inv[order], slot] = amb.start[order]
-    table_e[inv[order], slot] = amb.end[order]
-    pos = np.searchsorted(vids, det.video)
-    sel = (pos < len(vids)) & (vids[np.minimum(pos, len(vids) - 1)] == det.video)
+    vids, (table_s, table_e) = _group_tables(amb.video, np.nan, amb.start, amb.end)
+    pos, sel = _lookup(vids, det.video)
     p = pos[sel]
     inter = np.minimum(det.end[sel, None], table_e[p]) - np.maximum(det.start[sel, None], table_s[p])
     out[sel] = (inter > 0).any(1)
@@ -242,7 +247,7 @@ def detection_ap(det: Segments, gt: Segments, amb: Segments, n_classes: int, thr
         precision, recall = pr_curves(tp[sel], counted[sel], det.score[sel], npos[c])
         ap[c] = interpolated_ap(precision[:len(thr)], recall[:len(thr)])
         pr[c] = (precision[f1_col], recall[f1_col])
-    has_gt = npos[det.label] > 0 if len(det) else np.zeros(0, bool)
+    has_gt = npos[det.label] > 0
     n_tp = int((tp[:, f1_col] & counted[:, f1_col] & has_gt).sum())
     n_fp = int((~tp[:, f1_col] & counted[:, f1_col] & has_gt).sum())
     p = n_tp / (n_tp + n_fp) if n_tp + n_fp else 0.0
