@@ -74,7 +74,7 @@ def segments(rows, videos: dict[str, int], classes: dict[str, int], scored: bool
 # ------------------------------------------------------------------ matching
 
 
-def _interval_iou(ps, pe, gs, ge):
+def interval_iou(ps, pe, gs, ge):
     """tIoU of intervals (broadcast); on integer bounds it is the IoU of the index sets range(s, e)."""
     inter = np.clip(np.minimum(pe, ge) - np.maximum(ps, gs), 0, None)
     union = np.clip(pe - ps, 0, None) + np.clip(ge - gs, 0, None) - inter
@@ -144,7 +144,7 @@ def match(det: Segments, gt: Segments, thresholds, rule: str = "best") -> np.nda
     for r in range(rank.max() + 1):
         d = cand[by_rank[bounds[r]:bounds[r + 1]]]
         g = pos[d]
-        iou = _interval_iou(det.start[d, None], det.end[d, None], gs[g], ge[g])  # (n, slots)
+        iou = interval_iou(det.start[d, None], det.end[d, None], gs[g], ge[g])  # (n, slots)
         ok = free[g] & (iou[:, None, :] >= thr[None, :, None])  # (n, thr, slots)
         if rule == "best":
             pick = np.where(ok, iou[:, None, :], -1.0).argmax(-1)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.evaluate import interval_iou
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.settings import from_dict
 
@@ -126,9 +127,7 @@ def nms(props: np.ndarray, iou: float) -> np.ndarray:
     while len(order):
         i, rest = order[0], order[1:]
         kept.append(i)
-        inter = np.clip(np.minimum(props[i, 1], props[rest, 1]) - np.maximum(props[i, 0], props[rest, 0]), 0, None)
-        union = (props[i, 1] - props[i, 0]) + (props[rest, 1] - props[rest, 0]) - inter
-        order = rest[inter / union < iou]
+        order = rest[interval_iou(props[i, 0], props[i, 1], props[rest, 0], props[rest, 1]) < iou]
     return np.asarray(kept, np.int64)
 
 
