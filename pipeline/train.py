@@ -104,11 +104,9 @@ def _write_log(path: Path, rows) -> None:
 
 
 def plot_losses(rows, path: Path, title: str) -> None:
-    import matplotlib
+    from pipeline.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     a = np.asarray(rows, dtype=float)
     fig, ax = plt.subplots(figsize=(7, 4))
     # pDMI acts on alternate iterations, so the raw curves zigzag: draw them faint, a running mean on top.
@@ -124,9 +122,7 @@ def plot_losses(rows, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: TrainSettings, out_dir: str | Path,
