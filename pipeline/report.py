@@ -20,26 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import atomic_path, atomic_write_text
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    _plt().close(fig)
+from pipeline.figures import pyplot, save_png
+from pipeline.io import atomic_write_text
 
 
 def plot_ap_per_class(metrics: dict[str, dict], path: Path, tiou: str = "0.5") -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(metrics)
     col = {n: [f"{t:g}" for t in m["tiou_thresholds"]].index(tiou) if tiou in m["map"] else 0
            for n, m in metrics.items()}
@@ -56,11 +42,11 @@ def plot_ap_per_class(metrics: dict[str, dict], path: Path, tiou: str = "0.5") -
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     ax.set_title("Average precision per class")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_pr(metrics: dict[str, dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4), squeeze=False)
     for ax, (n, m) in zip(axes[0], metrics.items()):
         curves = m["pr_at_tiou_0.5"]
@@ -74,13 +60,13 @@ def plot_pr(metrics: dict[str, dict], path: Path) -> None:
         if 0 < len(curves) <= 10:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_timelines(videos: list[str], ann, detections: dict, tcams: dict, classes: list[str],
                    snippet_s: dict[str, float], path: Path, experiment: str) -> None:
     """Per video: ground truth, detections (shade = score) and the TCAM of the video's classes, in seconds."""
-    plt = _plt()
+    plt = pyplot()
     colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(classes)}
     fig, axes = plt.subplots(len(videos), 1, figsize=(10, 2.2 * len(videos)), squeeze=False)
     for ax, v in zip(axes[:, 0], videos):
@@ -107,7 +93,7 @@ def plot_timelines(videos: list[str], ann, detections: dict, tcams: dict, classe
             ax.legend(handles=handles, fontsize=7, loc="center right")
     axes[-1, 0].set_xlabel("seconds")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def timeline_videos(ann, subset: str, detections: dict, n: int) -> list[str]:
@@ -157,14 +143,12 @@ def page(title: str, provenance: list[str], metrics: dict[str, dict], skipped: l
                                      for s in skipped) + "</ul>") if skipped else "<p>None.</p>"
     figs = "".join(f"<h2>{e(c)}</h2><img alt='{e(c)}' src='data:image/png;base64,"
                    f"{base64.b64encode(p.read_bytes()).decode()}'>" for c, p in plots.items())
-    prov = "".join(f"<p class='prov'>{e(line)}</p>" for line in provenance)
+    # random weights are flagged in red on their line
+    prov = "".join(f"<p class='prov{' warn' if 'RANDOM' in line else ''}'>{e(line)}</p>" for line in provenance)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}.prov{font-weight:bold}"
              ".warn{color:#a00}img{max-width:100%}")
-    warn = " class='prov warn'" if any("RANDOM" in p for p in provenance) else ""
-    if warn:
-        prov = prov.replace("<p class='prov'>", f"<p{warn}>", 1)
     notes_html = "<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style>"
             f"</head><body>{prov}<h1>{e(title)}</h1>{table}{notes_html}<h2>Skipped videos</h2>{skipped_html}"
@@ -211,11 +195,11 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
     if videos:
         plot_timelines(videos, ann, dets, tcams, classes, snippet_s, timelines, first)
     else:  # nothing localized: an empty figure keeps the outputs complete and says why
-        plt = _plt()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 1))
         ax.text(0.5, 0.5, "no localized test video with ground truth", ha="center", va="center")
         ax.axis("off")
-        _save(fig, timelines)
+        save_png(fig, timelines)
     plots[f"Test videos: ground truth, detections and TCAM ({first})"] = timelines
     m0 = metrics[first]
     notes = [f"Preset {preset}, {m0['subset']} subset: {m0['n_videos']} videos, {m0['n_ground_truth']} ground-truth "
