@@ -263,7 +263,7 @@ rule report:
         preset=config["preset"],
         experiments=",".join(EXPERIMENTS),
         subset=PRESET["test_subset"],
-        timelines=config["localize"]["report_videos"],
+        timelines=wf.localize_config(config)["report_videos"],
         runs=f"{OUT}/runs",
         annotations=f"{OUT}/annotations",
         out=f"{OUT}/report",

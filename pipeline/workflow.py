@@ -101,9 +101,13 @@ def train_settings(config: dict, experiment: str) -> TrainSettings:
     return TrainSettings.from_dict({**d2, **t, **config["experiments"][experiment]})
 
 
+def localize_config(config: dict) -> dict:
+    """The global ``localize:`` block with the preset's overrides."""
+    return {**config["localize"], **preset(config).get("localize", {})}
+
+
 def localize_settings(config: dict) -> LocalizeSettings:
-    """The global localization settings with the preset's overrides."""
-    loc = {**config["localize"], **preset(config).get("localize", {})}
+    loc = localize_config(config)
     return LocalizeSettings.from_dict({k: v for k, v in loc.items() if k != "report_videos"})
 
 
