@@ -1,6 +1,5 @@
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from pipeline.decode import DecodeError, DecodeSettings, decode_video, open_frames, resample, resize_crop, run
 from pipeline.io import NpyAppender
 from pipeline.demo_data import write_video
-from conftest import brightness_frames, frame_index
+from conftest import brightness_frames, frame_index, garbage
 
 SMALL = DecodeSettings(fps=25, snippet_frames=16, short_side=64, crop=48)
 
@@ -190,7 +189,7 @@ BAD = {
     "missing": (lambda p, src: None, "no such file"),
     "directory": (lambda p, src: p.mkdir(), "no such file"),
     "empty": (lambda p, src: p.write_bytes(b""), "empty file"),
-    "random_bytes": (lambda p, src: p.write_bytes(os.urandom(5000)), "cannot open as a video"),
+    "random_bytes": (lambda p, src: p.write_bytes(garbage(5000)), "cannot open as a video"),
     "truncated": (_truncated, "cannot open as a video|no decodable|too short|decoding failed"),
     "audio_only": (lambda p, src: _audio_only(p), "no video stream"),
     "no_frames": (_no_frames, "no decodable frames|cannot open as a video: Cannot create buffer source"),
@@ -226,7 +225,7 @@ def test_corrupt_stream_is_an_error_or_decodes_what_it_can(tmp_path, bikes_mp4):
 
 def test_skip_records_bad_video(tmp_path):
     bad = tmp_path / "corrupt.mp4"
-    bad.write_bytes(os.urandom(3000))
+    bad.write_bytes(garbage(3000))
     meta = run(str(bad), str(tmp_path / "f.npy"), str(tmp_path / "meta.json"), SMALL, "skip", progress=False)
     assert meta["status"] == "skipped" and "corrupt.mp4: cannot open" in meta["reason"]
     assert json.loads((tmp_path / "meta.json").read_text()) == meta
@@ -235,7 +234,7 @@ def test_skip_records_bad_video(tmp_path):
 
 def test_cli_fail_names_the_file(tmp_path):
     bad = tmp_path / "vidéo corrompue.mp4"
-    bad.write_bytes(os.urandom(3000))
+    bad.write_bytes(garbage(3000))
     r = subprocess.run([sys.executable, "-m", "pipeline.decode", str(bad), "--frames", str(tmp_path / "f.npy"),
                         "--meta", str(tmp_path / "m.json"), "--on-bad-video", "fail", "--no-progress"],
                        capture_output=True, text=True)

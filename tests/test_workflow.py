@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.demo_data import write_video
-from conftest import REPO, thumos_dir
+from conftest import REPO, garbage, thumos_dir
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY_DEMO = {"generate": {"n_train": 2, "n_test": 1, "min_duration_s": 3.0, "max_duration_s": 4.0,
@@ -164,7 +164,7 @@ def test_bad_video_among_good_ones(tmp_path):
     frames = [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(40)]
     write_video(videos / "clip é 1.mp4", frames, 25)
     write_video(videos / "clip2.mp4", frames, 25)
-    (videos / "broken.mp4").write_bytes(os.urandom(4000))
+    (videos / "broken.mp4").write_bytes(garbage(4000))
     (tmp_path / "ann.csv").write_text("video,subset,label,start,end\nclip é 1,train,Jump,0.2,1.0\n"
                                       "clip2,test,Jump,0.5,1.2\nbroken,train,Jump,0.1,0.5\n")
     config = {"preset": "mine", "flow": {"compile": False}, "presets": {"mine": {
