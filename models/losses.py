@@ -116,7 +116,10 @@ def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
 def pdmi(O: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Log condition number of the class-conditional joint matrix U = mean_{y=k} O (rows), as the reference.
 
-    0 when a class has no samples or U is rank deficient (non-finite).
+    0 when a class has no samples or U is rank deficient. Rank deficiency is judged as numpy's
+    ``matrix_rank`` does (smallest singular value <= largest * max(U.shape) * eps): LAPACK builds
+    return an exact 0 there (log -> inf, which the reference zeroes) or a rounding residue such as
+    1e-17 (log -> 38), depending on the CPU.
     """
     Y = F.one_hot(y, n_classes).T.to(O.dtype)
     counts = Y.sum(1)
@@ -124,6 +127,8 @@ def pdmi(O: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
         return O.sum() * 0
     U = ((Y / counts[:, None]) @ O).clamp(min=1e-10)
     s = torch.linalg.svdvals(U)
+    if bool(s.min() <= s.max() * max(U.shape) * torch.finfo(U.dtype).eps):
+        return O.sum() * 0
     return _finite_or_zero(torch.log(s.max() / s.min()))
 
 
