@@ -74,6 +74,7 @@ rule annotations:
         videos=f"{OUT}/annotations/videos.tsv",
         classes=f"{OUT}/annotations/classes.txt",
         missing=f"{OUT}/annotations/missing_videos.txt",
+        unannotated=f"{OUT}/annotations/unannotated_videos.txt",
         dropped=f"{OUT}/annotations/dropped.tsv",
     params:
         spec=json.dumps(PRESET["annotations"], sort_keys=True),

@@ -28,29 +28,13 @@ the pairs would compute one by one. The same code runs on CPU and CUDA;
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.tvl1_params import TVL1Params
+
 __all__ = ["TVL1Params", "tvl1", "rgb_to_gray", "pyramid_sizes"]
-
-
-@dataclass(frozen=True)
-class TVL1Params:
-    """OpenCV's parameters and defaults (``cv2.optflow.DualTVL1OpticalFlow_create()``)."""
-
-    tau: float = 0.25
-    lambda_: float = 0.15
-    theta: float = 0.3
-    nscales: int = 5
-    warps: int = 5
-    epsilon: float = 0.01
-    inner_iterations: int = 30
-    outer_iterations: int = 10
-    scale_step: float = 0.8
-    median_filtering: int = 5
 
 
 def opencv_tvl1(p: TVL1Params = TVL1Params()):

@@ -55,6 +55,8 @@ class Annotations:
     source: str = ""
     # (segment, reason) for rows that validate() dropped under on_bad="skip"
     dropped: list[tuple[Segment, str]] = field(default_factory=list)
+    # video -> the other name its file may carry (ActivityNet: the YouTube id); see pipeline/videos.py
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         for s in self.segments + self.ambiguous:
@@ -75,6 +77,7 @@ class Annotations:
             ambiguous=[s for s in self.ambiguous if s.video in keep],
             videos={v: info for v, info in self.videos.items() if v in keep},
             source=self.source,
+            aliases={v: a for v, a in self.aliases.items() if v in keep},
         )
 
 
@@ -123,6 +126,7 @@ def validate(ann: Annotations, on_bad: str = "fail") -> Annotations:
         videos=dict(ann.videos),
         source=ann.source,
         dropped=dropped,
+        aliases=dict(ann.aliases),
     )
 
 
@@ -153,7 +157,7 @@ def with_durations(ann: Annotations, durations: dict[str, float]) -> Annotations
         v: (sub, durations.get(v, d) if not math.isfinite(d) else d) for v, (sub, d) in ann.videos.items()
     }
     return Annotations(ann.classes, [fill(s) for s in ann.segments], [fill(s) for s in ann.ambiguous],
-                       videos, ann.source)
+                       videos, ann.source, aliases=dict(ann.aliases))
 
 
 # ------------------------------------------------------------------- readers
@@ -230,10 +234,21 @@ def _text(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
+def youtube_id(url: str) -> str:
+    """``https://www.youtube.com/watch?v=<id>`` -> ``<id>`` (ids may start with ``-``)."""
+    from urllib.parse import parse_qs, urlparse
+
+    ids = parse_qs(urlparse(url).query).get("v")
+    if not ids:
+        raise AnnotationError(f"{url!r} is not a YouTube watch URL")
+    return ids[0]
+
+
 def read_wtalc_npy(folder: str | os.PathLike) -> Annotations:
     """Read a W-TALC ``*-Annotations/`` folder (classlist, videoname, subset, duration, segments, labels).
 
-    ``Ambiguous_test.txt``, where present, becomes the ambiguous segments of the test subset.
+    ``Ambiguous_test.txt``, where present, becomes the ambiguous segments of the test subset;
+    ``url.npy`` (ActivityNet) gives each video's YouTube id, the name its downloaded file carries.
     """
     from pipeline.safeload import load_npy
 
@@ -258,6 +273,12 @@ def read_wtalc_npy(folder: str | os.PathLike) -> Annotations:
         for j, ((start, end), label) in enumerate(zip(segs, labs)):
             segments.append(Segment(vid, subset, _text(label), float(start), float(end), float(dur),
                                     source=f"{folder}/segments.npy[{i}][{j}]"))
+    aliases = {}
+    if (folder / "url.npy").exists():
+        urls = [_text(u) for u in load_npy(folder / "url.npy")]
+        if len(urls) != len(names):
+            raise AnnotationError(f"{folder}/url.npy: {len(urls)} URLs for {len(names)} videos")
+        aliases = {vid: youtube_id(u) for vid, u in zip(names, urls)}
     ambiguous = []
     amb_file = folder / "Ambiguous_test.txt"
     if amb_file.exists():
@@ -273,7 +294,7 @@ def read_wtalc_npy(folder: str | os.PathLike) -> Annotations:
                                      test_dur.get(parts[0], math.nan), source=where))
     # Ambiguous segments of videos outside the set (W-TALC dropped some) do not add videos.
     ambiguous = [s for s in ambiguous if s.video in videos]
-    return Annotations(classes, segments, ambiguous, videos, source=str(folder))
+    return Annotations(classes, segments, ambiguous, videos, source=str(folder), aliases=aliases)
 
 
 def read_csv(path: str | os.PathLike, classes: list[str] | None = None) -> Annotations:
@@ -307,10 +328,18 @@ def read_classes(path: str | os.PathLike) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def official(spec: dict, base: str | os.PathLike = ".") -> Path | None:
+    """The official ActivityNet json a preset names as ``official:``, when the user has it: read instead."""
+    path = spec.get("official")
+    return Path(base) / path if path and (Path(base) / path).is_file() else None
+
+
 def read(spec: dict, base: str | os.PathLike = ".") -> Annotations:
     """Read annotations as a preset's ``annotations`` block describes them."""
     base = Path(base)
     fmt = spec["format"]
+    if official(spec, base) is not None:
+        spec, fmt = {"classes": spec.get("classes"), "path": spec["official"]}, "activitynet_json"
     classes = read_classes(base / spec["classes"]) if spec.get("classes") else None
     if fmt == "thumos14_txt":
         return read_thumos14_txt({sub: base / d for sub, d in spec["dirs"].items()}, classes)
@@ -328,6 +357,8 @@ def source_files(spec: dict, base: str | os.PathLike = ".") -> list[str]:
     """Files a preset's annotations are read from, so the workflow can rerun when they change."""
     base = Path(base)
     paths = [base / spec["classes"]] if spec.get("classes") else []
+    if official(spec, base) is not None:
+        return [str(p) for p in paths + [official(spec, base)]]
     if spec["format"] == "thumos14_txt":
         for d in spec["dirs"].values():
             paths += sorted((base / d).glob("*_*.txt"))
@@ -392,7 +423,7 @@ def main(argv=None) -> int:
     import sys
 
     from pipeline.io import atomic_write_text
-    from pipeline.workflow import find_videos
+    from pipeline.videos import VideoFolderError, find_videos, match
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--spec", required=True, help="the preset's annotations block as JSON")
@@ -405,15 +436,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="annotations: %(message)s")
     try:
         ann = read(json.loads(args.spec))
-        on_disk = find_videos(args.videos_dir, args.extensions.split(","))
-        present, missing = select_videos(ann, on_disk, args.on_missing)
+        found = match(ann.videos, find_videos(args.videos_dir, args.extensions.split(",")), ann.aliases)
+        present, missing = select_videos(ann, found.paths, args.on_missing)
         ann = validate(ann.restrict_to(present), args.on_bad)
-    except AnnotationError as e:
+    except (AnnotationError, VideoFolderError) as e:
         print(f"annotations: error: {e}", file=sys.stderr)
         return 1
     write_table(ann, args.out)
     out = Path(args.out)
     atomic_write_text(out / "missing_videos.txt", "".join(v + "\n" for v in missing))
+    if found.unannotated:
+        log.warning("%s: %d video file(s) match no annotated video (not processed): %s", args.videos_dir,
+                    len(found.unannotated), ", ".join(found.unannotated[:10]))
+    atomic_write_text(out / "unannotated_videos.txt", "".join(v + "\n" for v in found.unannotated))
     atomic_write_text(out / "dropped.tsv", "source\treason\n" + "".join(
         f"{s.source}\t{reason}\n" for s, reason in ann.dropped))
     return 0

@@ -27,7 +27,6 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -35,23 +34,13 @@ import cv2
 import numpy as np
 
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.settings import DecodeSettings
 
 BACKENDS = ("pyav", "decord")
 
 
 class DecodeError(Exception):
     """A video that cannot be decoded into at least one snippet; the message names the file."""
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    fps: float = 25.0
-    snippet_frames: int = 16
-    short_side: int = 256
-    crop: int = 224
-    backend: str = "pyav"
-    chunk_snippets: int = 4
-    threads: int = 0  # decoder threads; 0 lets FFmpeg choose
 
 
 # ------------------------------------------------------------ source frames

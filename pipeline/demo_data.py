@@ -21,32 +21,16 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.settings import DemoSettings
 
 CLASSES = ("Bounce", "Pulse", "Slide", "Spin")
 SPLITS = {"validation": "val", "test": "test"}  # subset -> THUMOS file suffix
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    seed: int = 0
-    n_train: int = 24
-    n_test: int = 10
-    min_duration_s: float = 20.0
-    max_duration_s: float = 30.0
-    fps: int = 25
-    width: int = 160
-    height: int = 128
-    min_action_s: float = 2.0
-    max_action_s: float = 5.0
-    max_actions: int = 3
-    noise_std: float = 6.0
-    crf: int = 20
 
 
 def video_names(s: DemoSettings) -> dict[str, list[str]]:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.intervals import interval_iou
 from pipeline.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,6 @@ def segments(rows, videos: dict[str, int], classes: dict[str, int], scored: bool
 
 
 # ------------------------------------------------------------------ matching
-
-
-def interval_iou(ps, pe, gs, ge):
-    """tIoU of intervals (broadcast); on integer bounds it is the IoU of the index sets range(s, e)."""
-    inter = np.clip(np.minimum(pe, ge) - np.maximum(ps, gs), 0, None)
-    union = np.clip(pe - ps, 0, None) + np.clip(ge - gs, 0, None) - inter
-    return np.divide(inter, union, out=np.zeros(np.broadcast(inter, union).shape), where=union > 0)
 
 
 def _group_tables(groups: np.ndarray, fill: float, *columns: np.ndarray):

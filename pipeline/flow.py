@@ -22,43 +22,18 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.tvl1 import TVL1Params, opencv_tvl1, rgb_to_gray, tvl1
+from models.tvl1 import opencv_tvl1, rgb_to_gray, tvl1
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 from pipeline.runtime import torch_device
+from pipeline.settings import FlowRuntime, FlowSettings
 
 BACKENDS = ("torch", "opencv")
-
-
-@dataclass(frozen=True)
-class FlowSettings:
-    """Everything that changes the flow values (so the workflow reruns flow when it changes)."""
-
-    backend: str = "torch"
-    bound: float = 20.0
-    quantize: str = "floor"
-    tvl1: TVL1Params = TVL1Params()  # OpenCV's parameter names and defaults
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FlowSettings":
-        return cls(**{**d, "tvl1": TVL1Params(**d.get("tvl1", {}))})
-
-
-@dataclass(frozen=True)
-class FlowRuntime:
-    """How to run it; does not change the flow values."""
-
-    device: str = "auto"  # auto | cpu | cuda
-    batch_size: int = 8  # frame pairs per TV-L1 call
-    # torch.compile the TV-L1 iterations (torch backend). "auto": when the video has enough frame pairs to
-    # repay the compile warm-up (15-60 s per process on a CPU), or on a GPU.
-    compile: bool | str = "auto"
-    threads: int = 0  # CPU threads; 0 keeps the library default
 
 
 # ------------------------------------------------------------------ numerics

@@ -26,46 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.evaluate import interval_iou
+from pipeline.intervals import interval_iou
 from pipeline.io import atomic_path, atomic_write_json
-from pipeline.settings import from_dict
-
-CLASS_SELECTIONS = ("half_max", "top2")
-
-
-@dataclass(frozen=True)
-class LocalizeSettings:
-    class_selection: str = "half_max"
-    attention_rescale: bool = False  # ActivityNet: lambda' * 2 / max(lambda')
-    thresholds: tuple[float, float, float] = (0.025, 0.5, 0.025)  # start, stop (inclusive), step
-    min_snippets: int = 2
-    inflation: float = 0.25  # outer region on each side, as a fraction of the proposal's length
-    max_contrast: float = 0.7  # drop a proposal when (outer - inner + 1) / 2 exceeds this
-    nms_iou: float = 0.5
-    keep_fraction: float = 0.1  # of the video's best score
-
-    def __post_init__(self):
-        if self.class_selection not in CLASS_SELECTIONS:
-            raise ValueError(f"unknown class_selection {self.class_selection!r}; choose one of "
-                             f"{', '.join(CLASS_SELECTIONS)}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LocalizeSettings":
-        d = dict(d)
-        if "thresholds" in d:
-            d["thresholds"] = tuple(d["thresholds"])
-        return from_dict(cls, d, "localization")
-
-    def threshold_values(self) -> np.ndarray:
-        start, stop, step = self.thresholds
-        return np.round(np.arange(round((stop - start) / step) + 1) * step + start, 10)
-
+from pipeline.settings import LocalizeSettings
 
 # ------------------------------------------------------------------ numerics
 

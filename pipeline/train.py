@@ -20,52 +20,19 @@ import io
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models.d2net import D2Net
-from models.losses import VARIANTS, d2net_loss
+from models.losses import d2net_loss
 from pipeline.io import atomic_path, atomic_write_text
 from pipeline.runtime import torch_device
-from pipeline.settings import from_dict
+from pipeline.settings import TrainSettings
 
 LOG_COLUMNS = ("iteration", "total", "cls", "ds", "dv", "seconds")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    variant: str = "dis_pdmi"
-    alpha: float = 0.2
-    compactness_weight: float = 0.01
-    focal_exponent: float = 2.0
-    topk_divisor: int = 8
-    bg_threshold: float = 0.5
-    pdmi_bg_threshold: float = 0.5
-    pdmi_start_iter: int = 1000
-    reference_pairing_rows: bool = False
-    kernel_size: int = 3
-    dilation: int = 1
-    classifier_kernel_size: int = 1
-    classifier_dilation: int = 1
-    dropout: float = 0.7
-    max_seqlen: int = 750
-    batch_size: int = 20
-    lr: float = 1e-4
-    weight_decay: float = 0.005
-    iterations: int = 20000
-    seed: int = 1
-    checkpoint_every: int = 500
-
-    def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown loss variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainSettings":
-        return from_dict(cls, d, "training")
 
 
 def build_model(n_classes: int, s: TrainSettings, feature_dim: int = 2048) -> D2Net:

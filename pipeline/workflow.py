@@ -1,7 +1,8 @@
 """What the Snakefile needs at parse time: the preset, the videos to process, each stage's settings.
 
 Kept out of the Snakefile so it can be tested and so the Snakefile reads as
-the story of the data. Every stage setting the Snakefile passes through
+the story of the data. Snakemake parses the Snakefile in every cluster job and
+dry run, so nothing imported here loads torch, cv2 or av (a test checks). Every stage setting the Snakefile passes through
 ``params:`` comes from here, so a changed setting reruns exactly the jobs
 that depend on it.
 """
@@ -12,13 +13,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
-from models.tvl1 import TVL1Params
+from models.tvl1_params import TVL1Params
 from pipeline import annotations, demo_data
-from pipeline.decode import DecodeSettings
-from pipeline.features import FeatureRuntime, FeatureSettings
-from pipeline.flow import FlowRuntime, FlowSettings
-from pipeline.localize import LocalizeSettings
-from pipeline.train import TrainSettings
+from pipeline.settings import (DecodeSettings, DemoSettings, FeatureRuntime, FeatureSettings, FlowRuntime,
+                               FlowSettings, LocalizeSettings, TrainSettings)
+from pipeline.videos import match, find_videos
 
 
 class ConfigError(ValueError):
@@ -49,12 +48,12 @@ def check_writable(folder: str) -> None:
         raise ConfigError(f"results_dir {folder} is not writable: {e.strerror or e}") from None
 
 
-def demo_settings(p: dict) -> demo_data.DemoSettings | None:
+def demo_settings(p: dict) -> DemoSettings | None:
     gen = p.get("generate")
     if gen is None:
         return None
     fields = {k: v for k, v in gen.items() if k != "root"}
-    return demo_data.DemoSettings(**fields)
+    return DemoSettings(**fields)
 
 
 def decode_settings(config: dict) -> DecodeSettings:
@@ -116,22 +115,6 @@ def as_param(settings) -> str:
     return json.dumps(asdict(settings), sort_keys=True)
 
 
-def find_videos(folder: str | Path, extensions) -> dict[str, str]:
-    """Video name (file stem) -> path for the video files in ``folder``."""
-    folder = Path(folder)
-    exts = {"." + e.lower() for e in extensions}
-    found: dict[str, str] = {}
-    if not folder.is_dir():
-        return found
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in exts or not path.is_file():
-            continue
-        if path.stem in found:
-            raise ConfigError(f"{folder}: two files for video {path.stem!r}: {found[path.stem]} and {path}")
-        found[path.stem] = str(path)
-    return found
-
-
 class Video(NamedTuple):
     path: str
     subset: str
@@ -142,7 +125,7 @@ def videos(config: dict) -> dict[str, Video]:
 
     The demo's names follow from its settings (the files may not exist yet:
     rule demo_data makes them). Otherwise they are the annotated videos found
-    on disk; annotated videos that are missing are skipped or stop the run
+    on disk (pipeline/videos.py pairs names and files); annotated videos that are missing are skipped or stop the run
     per ``on_missing_video``.
     """
     p = preset(config)
@@ -150,7 +133,7 @@ def videos(config: dict) -> dict[str, Video]:
     if demo is not None:
         return {v: Video(f"{p['videos']}/{v}.mp4", subset) for subset, vs in demo_data.video_names(demo).items()
                 for v in vs}
-    on_disk = find_videos(p["videos"], config["video_extensions"])
     ann = annotations.read(p["annotations"])
-    present, _ = annotations.select_videos(ann, on_disk, config["on_missing_video"])
-    return {v: Video(on_disk[v], ann.videos[v][0]) for v in present}
+    found = match(ann.videos, find_videos(p["videos"], config["video_extensions"]), ann.aliases)
+    present, _ = annotations.select_videos(ann, found.paths, config["on_missing_video"])
+    return {v: Video(found.paths[v], ann.videos[v][0]) for v in present}
