@@ -26,7 +26,9 @@ PRESET = wf.preset(config)
 OUT = wf.results_dir(config)
 wf.check_writable(OUT)
 DEMO = wf.demo_settings(PRESET)
-VIDEOS = wf.videos(config)  # name -> (path, subset) of every video this run processes
+VIDEOS = wf.videos(config)  # name -> (path, subset, duration) of every video this run processes
+if workflow.is_main_process and workflow.local_exec:
+    wf.check_disk(OUT, config, [v.duration_s for v in VIDEOS.values()], running=workflow.global_resources["_cores"].value or 1)
 
 
 def intermediate(path):
@@ -40,6 +42,15 @@ wildcard_constraints:
 
 
 EXPERIMENTS = list(config["experiments"])  # in config order: the report's table rows
+
+# Files that rules with thousands of inputs (skipped_videos, train, localize, report) read. Those
+# rules name them as plain paths: a `rules.<name>.output` reference there costs Snakemake time
+# quadratic in the input list (ActivityNet 1.2's DAG took a minute to build).
+ANNOTATION_TABLE = f"{OUT}/annotations/annotations.tsv"
+MISSING_VIDEOS = f"{OUT}/annotations/missing_videos.txt"
+SKIPPED = f"{OUT}/skipped_videos.json"
+MODEL = f"{OUT}/runs/{{experiment}}/model.pt"
+COSTS = f"{OUT}/costs.json"
 
 
 rule all:
@@ -69,11 +80,11 @@ rule annotations:
     input:
         ann_io.source_files(PRESET["annotations"]) if DEMO is None else rules.demo_data.output.annotations,
     output:
-        table=f"{OUT}/annotations/annotations.tsv",
+        table=ANNOTATION_TABLE,
         ambiguous=f"{OUT}/annotations/ambiguous.tsv",
         videos=f"{OUT}/annotations/videos.tsv",
         classes=f"{OUT}/annotations/classes.txt",
-        missing=f"{OUT}/annotations/missing_videos.txt",
+        missing=MISSING_VIDEOS,
         unannotated=f"{OUT}/annotations/unannotated_videos.txt",
         dropped=f"{OUT}/annotations/dropped.tsv",
     params:
@@ -104,6 +115,8 @@ rule decode:
         on_bad_video=config["on_bad_video"],
     log:
         f"{OUT}/logs/decode/{{video}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/decode/{{video}}.tsv"
     shell:
         "{PY} -m pipeline.decode {input:q} --frames {output.frames:q} --meta {output.meta:q}"
         " --settings {params.settings:q} --on-bad-video {params.on_bad_video} 2> {log:q}"
@@ -122,8 +135,12 @@ rule flow:
     params:
         settings=wf.as_param(wf.flow_settings(config)),
     threads: config["flow"]["threads"]
+    # Above decode, below features: a decoded video moves on before another is decoded (bounded disk).
+    priority: 1
     log:
         f"{OUT}/logs/flow/{{video}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/flow/{{video}}.tsv"
     shell:
         "{PY} -m pipeline.flow {input.frames:q} --decode-meta {input.meta:q} --flow {output.flow:q}"
         " --meta {output.meta:q} --settings {params.settings:q} --runtime {FLOW_RUNTIME:q} --threads {threads}"
@@ -146,8 +163,11 @@ rule features:
         settings=wf.as_param(wf.feature_settings(config)),
         preset=config["preset"],
     threads: config["features"]["threads"]
+    priority: 2  # finishing a video frees its decoded frames and flow
     log:
         f"{OUT}/logs/features/{{video}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/features/{{video}}.tsv"
     shell:
         "{PY} -m pipeline.features {input.frames:q} --flow {input.flow:q} --flow-meta {input.flow_meta:q}"
         " --out {output.features:q} --provenance {output.provenance:q} --settings {params.settings:q}"
@@ -158,11 +178,15 @@ rule features:
 rule skipped_videos:
     input:
         metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
-        missing=rules.annotations.output.missing,
+        missing=MISSING_VIDEOS,
     output:
-        f"{OUT}/skipped_videos.json",
-    shell:
-        "{PY} -m pipeline.skipped {input.metas:q} --missing {input.missing:q} --out {output:q}"
+        SKIPPED,
+    log:
+        f"{OUT}/logs/skipped_videos.log",
+    run:
+        # thousands of paths: passed in a file (wf.args_file), not on the command line
+        with wf.args_file(input.metas, "--missing", input.missing, "--out", output) as args:
+            shell("{PY} -m pipeline.skipped @{args:q} 2> {log:q}")
 
 
 # 6. Each experiment: D2-Net trained on the training subset's features (video-level labels only).
@@ -171,10 +195,10 @@ TRAIN_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET["
 rule train:
     input:
         features=expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
-        annotations=rules.annotations.output.table,
-        skipped=rules.skipped_videos.output,
+        annotations=ANNOTATION_TABLE,
+        skipped=SKIPPED,
     output:
-        model=f"{OUT}/runs/{{experiment}}/model.pt",
+        model=MODEL,
         log=f"{OUT}/runs/{{experiment}}/log.csv",
         plot=f"{OUT}/runs/{{experiment}}/loss.png",
     params:
@@ -186,6 +210,8 @@ rule train:
     threads: config["train"]["threads"]
     log:
         f"{OUT}/logs/train/{{experiment}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train/{{experiment}}.tsv"
     shell:
         "{PY} -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
         " --skipped {input.skipped:q} --subset {params.subset:q} --settings {params.settings:q}"
@@ -197,11 +223,11 @@ TEST_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET["t
 
 rule localize:
     input:
-        model=rules.train.output.model,
+        model=MODEL,
         features=expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
         metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
-        annotations=rules.annotations.output.table,
-        skipped=rules.skipped_videos.output,
+        annotations=ANNOTATION_TABLE,
+        skipped=SKIPPED,
     output:
         detections=f"{OUT}/runs/{{experiment}}/detections.json",
         scores=f"{OUT}/runs/{{experiment}}/scores.npz",
@@ -214,6 +240,8 @@ rule localize:
     threads: config["train"]["threads"]
     log:
         f"{OUT}/logs/localize/{{experiment}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/localize/{{experiment}}.tsv"
     shell:
         "{PY} -m pipeline.localize --model {input.model:q} --features {params.features:q}"
         " --decoded {params.decoded:q} --annotations {params.annotations:q} --subset {params.subset:q}"
@@ -242,15 +270,42 @@ rule evaluate:
         " --scores {input.scores:q} --out {output:q} 2> {log:q}"
 
 
-# 9. One report comparing the experiments (the paper's Table 3 shape), with its plots.
+# 9. What each stage cost (Snakemake benchmark records), projected onto the full datasets.
+rule costs:
+    input:
+        decode=expand(f"{OUT}/benchmarks/decode/{{video}}.tsv", video=sorted(VIDEOS)),
+        flow=expand(f"{OUT}/benchmarks/flow/{{video}}.tsv", video=sorted(VIDEOS)),
+        features=expand(f"{OUT}/benchmarks/features/{{video}}.tsv", video=sorted(VIDEOS)),
+        train=expand(f"{OUT}/benchmarks/train/{{experiment}}.tsv", experiment=EXPERIMENTS),
+        localize=expand(f"{OUT}/benchmarks/localize/{{experiment}}.tsv", experiment=EXPERIMENTS),
+        decode_metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
+        flow_metas=expand(f"{OUT}/flow/{{video}}/meta.json", video=sorted(VIDEOS)),
+        provenance=expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
+    output:
+        COSTS,
+    params:
+        settings=json.dumps(wf.cost_settings(config, EXPERIMENTS), sort_keys=True),
+        test_videos=",".join(TEST_VIDEOS),
+    log:
+        f"{OUT}/logs/costs.log",
+    run:
+        with wf.args_file(input.decode, input.flow, input.features, input.train, input.localize,
+                          "--decode-metas", input.decode_metas, "--flow-metas", input.flow_metas,
+                          "--provenance", input.provenance, "--test-videos", params.test_videos,
+                          "--settings", params.settings, "--out", output) as args:
+            shell("{PY} -m pipeline.costs @{args:q} 2> {log:q}")
+
+
+# 10. One report comparing the experiments (the paper's Table 3 shape), with its plots.
 rule report:
     input:
         metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
         detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
         losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
         provenance=expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
-        skipped=rules.skipped_videos.output,
-        annotations=rules.annotations.output.table,
+        skipped=SKIPPED,
+        annotations=ANNOTATION_TABLE,
+        costs=COSTS,
     output:
         html=report(f"{OUT}/report/report.html", caption="pipeline/report_captions/report.rst",
                     category="Report"),
@@ -270,8 +325,9 @@ rule report:
         out=f"{OUT}/report",
     log:
         f"{OUT}/logs/report.log",
-    shell:
-        "{PY} -m pipeline.report --preset {params.preset:q} --experiments {params.experiments:q}"
-        " --runs {params.runs:q} --annotations {params.annotations:q} --subset {params.subset:q}"
-        " --skipped {input.skipped:q} --timelines {params.timelines} --out {params.out:q}"
-        " {input.provenance:q} 2> {log:q}"
+    run:
+        with wf.args_file("--preset", params.preset, "--experiments", params.experiments, "--runs", params.runs,
+                          "--annotations", params.annotations, "--subset", params.subset,
+                          "--skipped", input.skipped, "--costs", input.costs, "--timelines", params.timelines,
+                          "--out", params.out, input.provenance) as args:
+            shell("{PY} -m pipeline.report @{args:q} 2> {log:q}")

@@ -16,43 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.losses import d2net_loss  # noqa: E402
-from pipeline.train import TrainSettings, build_model  # noqa: E402
+from pipeline.train import TrainSettings, step_seconds  # noqa: E402
 
 
 def step_time(device: str, args, anomaly: bool = False) -> float:
-    torch.manual_seed(0)
-    s = TrainSettings(batch_size=args.batch, pdmi_start_iter=0)
-    model = build_model(20, s).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    x = torch.randn(args.batch, args.snippets, 2048, device=device)
-    seq = torch.full((args.batch,), args.snippets, device=device)
-    labels = torch.zeros(args.batch, 20, device=device)
-    labels[torch.arange(args.batch), torch.arange(args.batch) % 20] = 1
-    gen = torch.Generator().manual_seed(0)
-    best = float("inf")
-    with torch.autograd.set_detect_anomaly(anomaly):
-        for i in range(args.iterations + 1):  # the first iteration warms up
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            out = model(x)
-            total, _, bg = d2net_loss(out, seq, labels, model.running_bg, s, 2 * (i + 1), gen)
-            model.running_bg.copy_(bg.detach())
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if i:
-                best = min(best, time.perf_counter() - t)
-    return best
+    return step_seconds(TrainSettings(), 20, args.batch, args.snippets, args.iterations, device, anomaly)
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.jobclock import Stopwatch, process_age_s
 from pipeline.settings import DecodeSettings
 
 BACKENDS = ("pyav", "decord")
@@ -278,8 +279,9 @@ def skipped_meta(path: str, settings: DecodeSettings, reason: str) -> dict:
 
 
 def run(video: str, frames_out: str, meta_out: str, settings: DecodeSettings, on_bad_video: str,
-        progress: bool = True) -> dict:
+        progress: bool = True, startup_s: float | None = None) -> dict:
     """The stage as the workflow runs it: decode, or record a bad video as skipped."""
+    compute = Stopwatch()
     try:
         meta = decode_video(video, frames_out, settings, progress=progress)
     except DecodeError as e:
@@ -289,11 +291,13 @@ def run(video: str, frames_out: str, meta_out: str, settings: DecodeSettings, on
         with atomic_path(frames_out) as tmp:
             NpyAppender(tmp, (settings.snippet_frames, settings.crop, settings.crop, 3)).close()
         meta = skipped_meta(video, settings, str(e))
+    meta["timing"] = {"startup_s": startup_s, "setup_s": 0.0, "compute_s": compute()}
     atomic_write_json(meta_out, meta)
     return meta
 
 
 def main(argv=None) -> int:
+    startup_s = process_age_s()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("video")
     ap.add_argument("--frames", required=True, help="output frames.npy")
@@ -304,7 +308,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     settings = DecodeSettings(**json.loads(args.settings))
     try:
-        run(args.video, args.frames, args.meta, settings, args.on_bad_video, progress=not args.no_progress)
+        run(args.video, args.frames, args.meta, settings, args.on_bad_video, progress=not args.no_progress,
+            startup_s=startup_s)
     except DecodeError as e:
         print(f"decode: error: {e}", file=sys.stderr)
         return 1

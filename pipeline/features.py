@@ -27,6 +27,7 @@ import torch
 
 from pipeline.flow import dequantize
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.jobclock import Stopwatch, process_age_s
 from pipeline.runtime import torch_device
 from pipeline.settings import FeatureRuntime, FeatureSettings
 
@@ -122,9 +123,11 @@ def extract(frames_path, flow_path, out_path, extractor: Extractor, batch_size: 
 
 
 def run(frames: str, flow: str, flow_meta: str, out: str, provenance_out: str, settings: FeatureSettings,
-        runtime: FeatureRuntime, preset: str = "", progress: bool = True) -> dict:
+        runtime: FeatureRuntime, preset: str = "", progress: bool = True, startup_s: float | None = None) -> dict:
     status = json.loads(Path(flow_meta).read_text())
+    setup = Stopwatch()
     extractor = Extractor(settings, runtime)
+    setup_s = setup()
     prov = {"video": status["video"], "status": status["status"], "preset": preset,
             "provenance": provenance_line(extractor.provenance), "weights": extractor.provenance,
             "settings": asdict(settings), "runtime": asdict(runtime), "device": str(extractor.device),
@@ -133,11 +136,13 @@ def run(frames: str, flow: str, flow_meta: str, out: str, provenance_out: str, s
     if status["status"] != "ok":
         prov["reason"] = status.get("reason", "")
     prov.update(extract(frames, flow, out, extractor, runtime.batch_size, progress=progress))
+    prov["timing"] = {"startup_s": startup_s, "setup_s": setup_s, "compute_s": prov["seconds"]}
     atomic_write_json(provenance_out, prov)
     return prov
 
 
 def main(argv=None) -> int:
+    startup_s = process_age_s()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("frames", help="decoded frames.npy")
     ap.add_argument("--flow", required=True, help="flow.npy")
@@ -155,7 +160,7 @@ def main(argv=None) -> int:
         runtime = replace(runtime, threads=args.threads)
     run(args.frames, args.flow, args.flow_meta, args.out, args.provenance,
         FeatureSettings(**json.loads(args.settings)), runtime, args.preset,
-        progress=not args.no_progress)
+        progress=not args.no_progress, startup_s=startup_s)
     return 0
 
 

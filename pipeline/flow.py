@@ -30,6 +30,7 @@ import torch
 
 from models.tvl1 import opencv_tvl1, rgb_to_gray, tvl1
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.jobclock import Stopwatch, process_age_s
 from pipeline.runtime import torch_device
 from pipeline.settings import FlowRuntime, FlowSettings
 
@@ -112,7 +113,10 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
     n_snippets, snip, h, w, _ = frames.shape
     flat = frames.reshape(n_snippets * snip, h, w, 3)  # a view of the memory map
     n_frames = len(flat)
+    setup = Stopwatch()
     engine = flow_engine(settings, runtime, n_frames - 1) if n_frames else None
+    setup_s = setup()
+    first_batch_s = None
     bar = None
     if progress and n_frames:
         from tqdm import tqdm
@@ -131,6 +135,8 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
                 first = gray_prev if gray_prev is not None else to_gray(flat[t0:t0 + 1])
                 seq = np.concatenate([first[-1:], gray])
                 flow = engine(seq[:-1], seq[1:])
+                if first_batch_s is None:  # with compile on, the warm-up is paid here
+                    first_batch_s = round(time.perf_counter() - start, 3)
                 gray_prev = gray
                 q = quantize(flow, settings.bound, settings.quantize)
                 if t1 == n_frames - 1:  # the last frame has no successor: repeat the last flow
@@ -149,16 +155,18 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
         assert writer.count == n_snippets and len(pending) == 0
     seconds = time.perf_counter() - start
     return {"n_snippets": n_snippets, "n_pairs": max(n_frames - 1, 0), "seconds": round(seconds, 3),
+            "setup_s": setup_s, "first_batch_s": first_batch_s, "compiled": getattr(engine, "compile", False) is True,
             "pairs_per_s": round((n_frames - 1) / seconds, 3) if n_frames > 1 else None,
             "device": str(engine.device) if engine else None, "settings": asdict(settings),
             "runtime": asdict(runtime)}
 
 
 def run(frames: str, decode_meta: str, flow_out: str, meta_out: str, settings: FlowSettings,
-        runtime: FlowRuntime, progress: bool = True) -> dict:
+        runtime: FlowRuntime, progress: bool = True, startup_s: float | None = None) -> dict:
     status = json.loads(Path(decode_meta).read_text())
     meta = {"video": status["video"], "status": status["status"]}
     meta.update(compute_flow(frames, flow_out, settings, runtime, progress=progress))
+    meta["timing"] = {"startup_s": startup_s, "setup_s": meta["setup_s"], "compute_s": meta["seconds"]}
     if status["status"] != "ok":
         meta["reason"] = status.get("reason", "")
     atomic_write_json(meta_out, meta)
@@ -166,6 +174,7 @@ def run(frames: str, decode_meta: str, flow_out: str, meta_out: str, settings: F
 
 
 def main(argv=None) -> int:
+    startup_s = process_age_s()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("frames", help="decoded frames.npy")
     ap.add_argument("--decode-meta", required=True)
@@ -180,7 +189,7 @@ def main(argv=None) -> int:
     if args.threads:
         runtime = replace(runtime, threads=args.threads)
     run(args.frames, args.decode_meta, args.flow, args.meta, FlowSettings.from_dict(json.loads(args.settings)),
-        runtime, progress=not args.no_progress)
+        runtime, progress=not args.no_progress, startup_s=startup_s)
     return 0
 
 

@@ -118,8 +118,41 @@ def table_rows(metrics: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def cost_tables(costs: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """The stage-cost table and the projection onto the full datasets, from pipeline/costs.py's costs.json."""
+    from pipeline.costs import hours
+
+    def num(x, fmt):
+        return "-" if x is None or x != x else format(x, fmt)
+
+    stages = costs["stages"]
+    header = ["stage", "jobs", "job s", "video min", "s per video min", "mean s per job", "fixed s per job",
+              "peak RSS MB", "device"]
+    rows = [[name, str(r["jobs"]), num(r["seconds"], ".1f"), num(r["video_minutes"], ".1f"),
+             num(r.get("s_per_1000_iterations") if name == "train" else r["s_per_video_minute"], ".1f")
+             + (" per 1000 it" if name == "train" else ""),
+             num(r["mean_job_s"], ".1f"), num(r.get("fixed_s_per_job"), ".1f"), num(r["peak_rss_mb"], ".0f"),
+             ", ".join(r["devices"]) or "-"]
+            for name, r in stages.items()]
+    measured = ("Stage costs of this run (Snakemake benchmark records)", header, rows,
+                "Job seconds summed over jobs; with N jobs at once the wall time is about the sum / N. Fixed: "
+                "what a job pays besides its compute (process start, imports, weights, writing).")
+    order = ["decode", "flow", "features", "train", "localize"]
+    proj = costs.get("projection", {})
+    cols = [s for s in order if any(s in p["seconds"] for p in proj.values())]
+    header = ["dataset", "videos", "video h"] + cols + ["total"]
+    rows = [[name, str(p["videos"]), f"{p['minutes'] / 60:.1f}"] + [hours(p["seconds"][c]) for c in cols]
+            + [hours(p["seconds"]["total"])] for name, p in proj.items()]
+    projected = ("Projected job time of the full datasets on this machine", header, rows,
+                 "Fixed cost per video job plus compute per minute of video from the rates above, the compute "
+                 "scaled to each preset's crop and TV-L1 settings, training by one real step at each preset's "
+                 "shape, both timed on this machine (decode as measured: it depends on the source resolution); "
+                 "all experiments of this run. See pipeline/costs.py.")
+    return [measured, projected] if rows else [measured]
+
+
 def markdown(title: str, provenance: list[str], metrics: dict[str, dict], skipped: list[dict],
-             plots: dict[str, str], notes: list[str]) -> str:
+             plots: dict[str, str], notes: list[str], tables=()) -> str:
     header, rows = table_rows(metrics)
     out = [f"**{line}**  " for line in provenance] + ["", f"# {title}", ""]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -127,18 +160,26 @@ def markdown(title: str, provenance: list[str], metrics: dict[str, dict], skippe
     out += [""] + [f"- {n}" for n in notes] + [""]
     out += ["## Skipped videos", ""]
     out += [f"- {s['video']} ({s['stage']}): {s['reason']}" for s in skipped] or ["None."]
+    for caption, header, rows, note in tables:
+        out += ["", f"## {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(r) + " |" for r in rows] + ["", note]
     for caption, name in plots.items():
         out += ["", f"## {caption}", "", f"![{caption}]({name})"]
     return "\n".join(out) + "\n"
 
 
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    table = "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
+    return table + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>"
+
+
 def page(title: str, provenance: list[str], metrics: dict[str, dict], skipped: list[dict],
-         plots: dict[str, Path], notes: list[str]) -> str:
+         plots: dict[str, Path], notes: list[str], tables=()) -> str:
     """The HTML report, its PNGs inlined so the one file can be mailed or archived."""
     e = html.escape
-    header, rows = table_rows(metrics)
-    table = "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
-    table += "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>"
+    table = _html_table(*table_rows(metrics))
+    extra = "".join(f"<h2>{e(c)}</h2>{_html_table(h, r)}<p>{e(n)}</p>" for c, h, r, n in tables)
     skipped_html = ("<ul>" + "".join(f"<li>{e(s['video'])} ({e(s['stage'])}): {e(s['reason'])}</li>"
                                      for s in skipped) + "</ul>") if skipped else "<p>None.</p>"
     figs = "".join(f"<h2>{e(c)}</h2><img alt='{e(c)}' src='data:image/png;base64,"
@@ -152,7 +193,7 @@ def page(title: str, provenance: list[str], metrics: dict[str, dict], skipped: l
     notes_html = "<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style>"
             f"</head><body>{prov}<h1>{e(title)}</h1>{table}{notes_html}<h2>Skipped videos</h2>{skipped_html}"
-            f"{figs}</body></html>\n")
+            f"{extra}{figs}</body></html>\n")
 
 
 def provenance_lines(feature_jsons) -> list[str]:
@@ -171,7 +212,7 @@ def provenance_lines(feature_jsons) -> list[str]:
 
 
 def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str, subset: str, skipped_json: str,
-        feature_jsons: list[str], out_dir: str, n_timelines: int) -> None:
+        feature_jsons: list[str], out_dir: str, n_timelines: int, costs_json: str | None = None) -> None:
     from pipeline.annotations import read_table
     from pipeline.evaluate import load_detections
     from pipeline.localize import read_scores, read_tcams
@@ -214,13 +255,15 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
     for n in experiments:
         if (runs / n / "loss.png").exists():
             plots[f"Training loss ({n})"] = runs / n / "loss.png"
+    tables = cost_tables(json.loads(Path(costs_json).read_text())) if costs_json else []
     atomic_write_text(out / "report.md", markdown(title, provenance, metrics, skipped,
-                                                  {c: os.path.relpath(p, out) for c, p in plots.items()}, notes))
-    atomic_write_text(out / "report.html", page(title, provenance, metrics, skipped, plots, notes))
+                                                  {c: os.path.relpath(p, out) for c, p in plots.items()}, notes,
+                                                  tables))
+    atomic_write_text(out / "report.html", page(title, provenance, metrics, skipped, plots, notes, tables))
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], fromfile_prefix_chars="@")
     ap.add_argument("--preset", required=True)
     ap.add_argument("--experiments", required=True, help="comma-separated experiment names (runs/<name>)")
     ap.add_argument("--runs", required=True, help="folder of <experiment>/{metrics.json,detections.json,scores.npz}")
@@ -228,11 +271,12 @@ def main(argv=None) -> int:
     ap.add_argument("--subset", required=True)
     ap.add_argument("--skipped", required=True, help="skipped_videos.json")
     ap.add_argument("--timelines", type=int, default=4, help="test videos drawn as timelines")
+    ap.add_argument("--costs", help="costs.json of pipeline/costs.py: the stage-cost tables")
     ap.add_argument("--out", required=True, help="report folder")
     ap.add_argument("feature_jsons", nargs="*", help="features/<video>.json provenance files")
     args = ap.parse_args(argv)
     run(args.preset, args.experiments.split(","), args.runs, args.annotations, args.subset, args.skipped,
-        args.feature_jsons, args.out, args.timelines)
+        args.feature_jsons, args.out, args.timelines, args.costs)
     print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
     return 0
 

@@ -34,7 +34,7 @@ def read_skipped(path: str | Path) -> set[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], fromfile_prefix_chars="@")
     ap.add_argument("metas", nargs="*", help="decode meta.json files")
     ap.add_argument("--missing", help="missing_videos.txt from the annotation stage")
     ap.add_argument("--out", required=True)

@@ -8,6 +8,7 @@ that depend on it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -110,6 +111,75 @@ def localize_settings(config: dict) -> LocalizeSettings:
     return LocalizeSettings.from_dict({k: v for k, v in loc.items() if k != "report_videos"})
 
 
+def cost_settings(config: dict, experiments: list[str]) -> dict:
+    """What pipeline/costs.py needs to project this run's rates onto the full THUMOS14 and ActivityNet 1.2."""
+
+    def shape(name: str) -> dict:
+        c = {**config, "preset": name}
+        d2 = train_settings(c, experiments[0]) if name == config["preset"] else \
+            TrainSettings.from_dict({**preset(c)["d2net"], **{k: v for k, v in config["train"].items()
+                                                                if k != "threads"}})
+        return {"crop": preset(c)["crop"], "tvl1": asdict(flow_settings(c).tvl1), "batch_size": d2.batch_size,
+                "seqlen": d2.max_seqlen, "iterations": d2.iterations, "train": asdict(d2)}
+
+    return {"run": shape(config["preset"]),
+            "experiments": {e: {"iterations": train_settings(config, e).iterations} for e in experiments},
+            "targets": {n: {**shape(n), "experiments": len(experiments)} for n in ("thumos14", "activitynet12")
+                        if n in config["presets"]}}
+
+
+def intermediate_bytes(n_frames: float, crop: int) -> float:
+    """Decoded frames (RGB) plus flow (2 channels), uint8, of ``n_frames`` frames."""
+    return n_frames * crop * crop * (3 + 2)
+
+
+def check_disk(folder: str, config: dict, durations_s: list[float], running: int) -> None:
+    """Stop at start-up, naming the folder and its free space, when the intermediates cannot fit.
+
+    ``durations_s``: the videos' durations (a lower bound where the annotations have none). Without
+    ``keep_intermediates`` a video's frames and flow are deleted once its features exist and rule
+    priorities move a decoded video on before the next is decoded, so at most ``running`` + 1
+    videos hold them at once; with it, all of them do.
+    """
+    import shutil
+
+    p = preset(config)
+    keep = p.get("keep_intermediates", False)
+    sizes = sorted((intermediate_bytes(d * p["fps"], p["crop"]) for d in durations_s if d == d), reverse=True)
+    in_flight = len(sizes) if keep else min(len(sizes), running + 1)
+    need = sum(sizes[:in_flight])
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise ConfigError(
+            f"results_dir {folder}: the decoded frames and flow of {in_flight} video(s) in flight need about "
+            f"{need / 1e9:.1f} GB (frames x {p['crop']}^2 x 3 + flow x {p['crop']}^2 x 2 bytes at {p['fps']:g} fps), "
+            f"but only {free / 1e9:.1f} GB are free there. Free space, point results_dir elsewhere"
+            + (", or set keep_intermediates: false" if keep else ", or run fewer jobs at once (--cores)") + ".")
+
+
+@contextlib.contextmanager
+def args_file(*args):
+    """The arguments, one per line, in a temporary file, for ``python -m pipeline.<stage> @file``.
+
+    A shell command is one argument to bash, which Linux caps at 128 KiB (MAX_ARG_STRLEN); the
+    per-video file lists of ActivityNet 1.2's aggregating rules are several times that.
+    """
+    import os
+    import tempfile
+
+    flat = [str(a) for arg in args for a in (arg if isinstance(arg, (list, tuple)) else [arg])]
+    bad = [a for a in flat if "\n" in a]
+    if bad:
+        raise ConfigError(f"a file name contains a line break: {bad[0]!r}")
+    fd, path = tempfile.mkstemp(prefix="args-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(a + "\n" for a in flat))
+        yield path
+    finally:
+        os.unlink(path)
+
+
 def as_param(settings) -> str:
     """A settings dataclass as the JSON string a rule passes to its stage's CLI."""
     return json.dumps(asdict(settings), sort_keys=True)
@@ -118,6 +188,7 @@ def as_param(settings) -> str:
 class Video(NamedTuple):
     path: str
     subset: str
+    duration_s: float  # from the annotations; for formats without durations, the last segment's end
 
 
 def videos(config: dict) -> dict[str, Video]:
@@ -131,9 +202,14 @@ def videos(config: dict) -> dict[str, Video]:
     p = preset(config)
     demo = demo_settings(p)
     if demo is not None:
-        return {v: Video(f"{p['videos']}/{v}.mp4", subset) for subset, vs in demo_data.video_names(demo).items()
-                for v in vs}
+        return {v: Video(f"{p['videos']}/{v}.mp4", subset, demo.max_duration_s)
+                for subset, vs in demo_data.video_names(demo).items() for v in vs}
     ann = annotations.read(p["annotations"])
     found = match(ann.videos, find_videos(p["videos"], config["video_extensions"]), ann.aliases)
     present, _ = annotations.select_videos(ann, found.paths, config["on_missing_video"])
-    return {v: Video(found.paths[v], ann.videos[v][0]) for v in present}
+    last_end: dict[str, float] = {}
+    for s in ann.segments + ann.ambiguous:
+        last_end[s.video] = max(last_end.get(s.video, 0.0), s.end_s)
+    return {v: Video(found.paths[v], ann.videos[v][0],
+                     ann.videos[v][1] if ann.videos[v][1] == ann.videos[v][1] else last_end.get(v, 0.0))
+            for v in present}

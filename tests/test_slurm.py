@@ -149,7 +149,7 @@ def test_reduced_demo_through_slurm_equals_a_local_run(tmp_path, slurm_cluster):
         jobs[kind] = jobs.get(kind, 0) + 1
     assert jobs == {"group_extract_decode_features_flow": 1, "rule_demo_data": 1, "rule_annotations": 1,
                     "rule_skipped_videos": 1, "rule_train": 2, "rule_localize": 2, "rule_evaluate": 2,
-                    "rule_report": 1}, (jobs, out[-3000:])
+                    "rule_costs": 1, "rule_report": 1}, (jobs, out[-3000:])
     a, b = local / "results" / "demo", cluster / "results" / "demo"
     assert (a / "annotations" / "annotations.tsv").read_text() == (b / "annotations" / "annotations.tsv").read_text()
     for v in ("demo_validation_0001", "demo_validation_0002", "demo_test_0001"):

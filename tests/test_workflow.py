@@ -90,7 +90,7 @@ def fake_thumos(tmp_path, skip=()):
 def test_thumos14_dry_run_job_counts(tmp_path):
     _, out = snakemake(tmp_path, fake_thumos(tmp_path), "-n")
     assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "features": 413, "skipped_videos": 1,
-                                 "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
+                                 "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
 
 
 def test_thumos14_missing_videos_skip_or_fail(tmp_path):
@@ -128,6 +128,15 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
         metrics = json.loads((out / "runs" / experiment / "metrics.json").read_text())
         assert metrics["n_videos"] == 1 and set(metrics["map"]) == {"0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"}
     assert "<table>" in (out / "report" / "report.html").read_text()
+    # Every heavy job left a Snakemake benchmark record; the report turns them into costs and a projection.
+    costs = json.loads((out / "costs.json").read_text())
+    assert {s: costs["stages"][s]["jobs"] for s in costs["stages"]} == {
+        "decode": 3, "flow": 3, "features": 3, "train": 2, "localize": 2}
+    assert all(costs["stages"][s]["seconds"] > 0 for s in costs["stages"])
+    assert costs["stages"]["flow"]["video_minutes"] > 0 and costs["stages"]["train"]["s_per_1000_iterations"] > 0
+    assert set(costs["projection"]) == {"thumos14", "activitynet12"}
+    report_md = (out / "report" / "report.md").read_text()
+    assert "## Stage costs of this run" in report_md and "## Projected job time of the full datasets" in report_md
     # The same plots in Snakemake's own report, with their captions.
     import zipfile
 
@@ -140,22 +149,22 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     assert planned_jobs(dry) == {}  # a second run does nothing
     # A decode setting reruns decode and what reads it, not the demo videos.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
-    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
     # A flow setting reruns flow and features; how flow runs (batch size, device) reruns nothing.
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "bound": 15}}, "-n")
-    assert planned_jobs(dry) == {"flow": 3, "features": 3, "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"flow": 3, "features": 3, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
     _, dry = snakemake(tmp_path, {**override, "features": {"random_seed": 5}}, "-n")
-    assert planned_jobs(dry) == {"features": 3, "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"features": 3, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
     # A D2-Net loss weight of one experiment retrains that experiment only.
     _, dry = snakemake(tmp_path, {**override, "experiments": {"d2net": {"alpha": 0.5}}}, "-n")
-    assert planned_jobs(dry) == {"train": 1, "localize": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"train": 1, "localize": 1, "evaluate": 1, "costs": 1, "report": 1, "all": 1}
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "batch_size": 4, "device": "cpu"}}, "-n")
     assert planned_jobs(dry) == {}
     # A demo setting regenerates the videos, and so everything downstream.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}},
                        "-n")
     assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "features": 3,
-                                 "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
+                                 "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
 
 
 def test_bad_video_among_good_ones(tmp_path):
@@ -238,7 +247,7 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
     shutil.copy(made / "videos" / "demo_validation_0003.mp4", videos)
     _, dry = snakemake(tmp_path, config, "-n")
     assert planned_jobs(dry) == {"annotations": 1, "decode": 1, "flow": 1, "features": 1, "skipped_videos": 1,
-                                 "train": 2, "localize": 2, "evaluate": 2, "report": 1, "all": 1}
+                                 "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
     why = reasons(dry)
     assert "Missing output files" in why["decode"] and "Params have changed since last execution" in why["annotations"]
     assert "Input files updated by another job" in why["train"]
@@ -250,14 +259,134 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
     # A flow parameter: flow and everything after it, not decode.
     flow = {"flow": {**QUICK_FLOW["flow"], "tvl1": {**QUICK_FLOW["flow"]["tvl1"], "theta": 0.25}}}
     _, dry = snakemake(tmp_path, {**config, **flow}, "-n")
-    assert planned_jobs(dry) == {"flow": 4, "features": 4, "train": 2, "localize": 2, "evaluate": 2, "report": 1,
+    assert planned_jobs(dry) == {"flow": 4, "features": 4, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1,
                                  "all": 1}
     assert "Params have changed since last execution" in reasons(dry)["flow"]
     # A D2-Net loss weight: that experiment's training onward.
     _, dry = snakemake(tmp_path, {**config, "experiments": {"d2net": {"compactness_weight": 0.05}}}, "-n")
-    assert planned_jobs(dry) == {"train": 1, "localize": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"train": 1, "localize": 1, "evaluate": 1, "costs": 1, "report": 1, "all": 1}
     # A localization setting: localize onward; the evaluation protocol: evaluate onward.
     _, dry = snakemake(tmp_path, {**config, "localize": {"nms_iou": 0.3}}, "-n")
-    assert planned_jobs(dry) == {"localize": 2, "evaluate": 2, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
     _, dry = snakemake(tmp_path, {**config, "evaluation": {"protocol": "d2net"}}, "-n")
     assert planned_jobs(dry) == {"evaluate": 2, "report": 1, "all": 1}
+
+
+# ------------------------------------------------------------- real scale
+
+
+def test_parsing_the_snakefile_loads_no_torch_cv2_or_av():
+    """Snakemake parses the Snakefile in every cluster job and dry run: its imports must stay light."""
+    code = ("import sys, re; src = open('Snakefile').read()\n"
+            "mods = re.findall(r'^from (\\S+) import (\\w+)|^import (\\S+)', src, re.M)\n"
+            "import importlib\n"
+            "for frm, name, imp in mods:\n"
+            "    m = importlib.import_module(imp or frm)\n"
+            "    if frm and not hasattr(m, name): importlib.import_module(f'{frm}.{name}')\n"
+            "import pipeline.workflow, pipeline.settings, pipeline.videos, pipeline.annotations\n"
+            "print(sorted({'torch', 'cv2', 'av', 'decord', 'torchvision'} & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def anet_subset(tmp_path, n=12, extra=()):
+    """The real ActivityNet 1.2 annotations, with crawler-named placeholder files for ``n`` of the videos."""
+    from pipeline.annotations import read_wtalc_npy
+
+    path = REPO / "data" / "activitynet12" / "ActivityNet1.2-Annotations"
+    ann = read_wtalc_npy(path)
+    videos = tmp_path / "anet videos"
+    videos.mkdir()
+    names = sorted(ann.videos)[:n]
+    for i, v in enumerate(names):
+        yid = ann.aliases[v]
+        (videos / (f"v_{yid}.mp4" if i % 2 else f"{yid}.mkv")).touch()  # both crawler layouts
+    for name in extra:
+        (videos / name).touch()
+    return names, {"preset": "activitynet12", "presets": {"activitynet12": {
+        "videos": str(videos), "annotations": {"format": "wtalc_npy", "path": str(path)}}}}
+
+
+def test_activitynet12_dry_run_finds_crawler_named_videos(tmp_path):
+    names, config = anet_subset(tmp_path, extra=["not_in_activitynet.mp4"])
+    _, out = snakemake(tmp_path, config, "-n")
+    jobs = planned_jobs(out)
+    assert jobs["decode"] == jobs["flow"] == jobs["features"] == len(names)
+    assert "7190 annotated video(s) not found on disk" in out
+    # the annotations stage lists both sides: annotated videos without a file, files without annotations
+    snakemake(tmp_path, config, "--until", "annotations")
+    ann = tmp_path / "results" / "activitynet12" / "annotations"
+    assert (ann / "unannotated_videos.txt").read_text() == "not_in_activitynet\n"
+    assert len((ann / "missing_videos.txt").read_text().split()) == 7202 - len(names)
+    table = (ann / "videos.tsv").read_text().splitlines()
+    assert len(table) == 1 + len(names) and {r.split("\t")[0] for r in table[1:]} == set(names)
+
+
+def test_args_file_carries_lists_past_the_shell_limit(tmp_path):
+    """ActivityNet's aggregating rules pass ~7,000 paths: more than one shell argument may hold (128 KiB)."""
+    from pipeline.workflow import args_file
+    from pipeline.skipped import main as skipped_main
+
+    metas = []
+    for i in range(3000):
+        p = tmp_path / "decoded" / f"a fairly long video name number {i:05d}" / "meta.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"video": p.parent.name, "status": "ok"}))
+        metas.append(str(p))
+    (tmp_path / "missing.txt").write_text("")
+    assert sum(len(m) + 1 for m in metas) > 128 * 1024
+    with args_file(metas, "--missing", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "s.json")) as f:
+        r = subprocess.run([sys.executable, "-m", "pipeline.skipped", f"@{f}"], cwd=REPO, capture_output=True,
+                           text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "s.json").read_text()) == {"skipped": [], "n_videos": 3000}
+
+
+def test_disk_check_names_the_folder_and_free_space(tmp_path):
+    from pipeline.workflow import ConfigError, check_disk, intermediate_bytes
+
+    config = yaml.safe_load((REPO / "workflow_config.yaml").read_text())
+    config["preset"] = "thumos14"
+    assert intermediate_bytes(25 * 60, 224) == 25 * 60 * 224 * 224 * 5
+    check_disk(str(tmp_path), config, [60.0] * 413, running=2)  # 3 one-minute videos in flight: fits
+    with pytest.raises(ConfigError) as e:
+        check_disk(str(tmp_path), config, [1e6] * 413, running=2)  # 3 videos of 11 days each
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "3 video(s) in flight" in msg and "GB are free there" in msg
+    config["presets"]["thumos14"]["keep_intermediates"] = True
+    with pytest.raises(ConfigError, match="413 video\\(s\\) in flight"):
+        check_disk(str(tmp_path), config, [1e4] * 413, running=2)
+
+
+def test_intermediates_stay_bounded_by_running_jobs(tmp_path):
+    """8 real videos, --cores 2, no kept intermediates: a decoded video's flow and features run before more
+    videos are decoded, so at most running jobs + 1 videos hold decoded frames or flow at any time."""
+    import threading
+    import time
+
+    override = {"presets": {"demo": {**TINY_DEMO, "keep_intermediates": False,
+                                     "generate": {**TINY_DEMO["generate"], "n_train": 6, "n_test": 2,
+                                                  "min_duration_s": 2.0, "max_duration_s": 2.5}}},
+                **QUICK_FLOW}
+    out = tmp_path / "results" / "demo"
+    peak, seen, stop = [0], set(), threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            held = {p.parent.name for sub in ("decoded", "flow") if (out / sub).is_dir()
+                    for p in (out / sub).glob("*/*.npy")}
+            seen.update(held)
+            peak[0] = max(peak[0], len(held))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        snakemake(tmp_path, override, "--until", "features")
+    finally:
+        stop.set()
+        t.join()
+    assert len(list((out / "features").glob("*.npy"))) == 8
+    assert len(seen) == 8  # the poller saw every video's intermediates
+    assert 1 <= peak[0] <= 3, peak[0]  # 2 running jobs + 1
+    assert not list((out / "decoded").glob("*/frames.npy")) and not list((out / "flow").glob("*/flow.npy"))

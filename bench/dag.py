@@ -1,0 +1,106 @@
+"""Snakefile parse + DAG cost at full dataset size, from the real annotations with placeholder videos.
+
+    python bench/dag.py [--datasets thumos14,activitynet12] [--profile]
+
+For THUMOS14 (413 videos) and ActivityNet 1.2 (7,202 videos) it lays one empty
+placeholder file per annotated video in a temporary folder (ActivityNet ones
+named as the official crawler saves them, ``v_<YouTube id>.mp4``), points the
+preset at it, and times, as separate processes:
+- ``import``: importing what the Snakefile imports (paid by every cluster job);
+- ``dag``: ``snakemake -n --quiet all`` (parse, schema validation, DAG; nothing printed);
+- ``dry run``: ``snakemake -n`` as a user types it (every job printed).
+Every job of a cluster run re-parses the Snakefile, so ``dag`` is also a fixed
+cost of each cluster job. ``--profile`` runs the ``dag`` step under cProfile and
+prints the top entries.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.annotations import read_thumos14_txt, read_wtalc_npy  # noqa: E402
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def thumos14(tmp: Path) -> dict:
+    root = ROOT / "data" / "thumos14"
+    dirs = {"validation": str(root / "annotations_val"), "test": str(root / "annotations_test")}
+    ann = read_thumos14_txt(dirs)
+    videos = tmp / "videos"
+    videos.mkdir()
+    for v in ann.videos:
+        (videos / f"{v}.mp4").touch()
+    return {"preset": "thumos14", "presets": {"thumos14": {
+        "videos": str(videos), "annotations": {"format": "thumos14_txt", "dirs": dirs}}}}
+
+
+def activitynet12(tmp: Path) -> dict:
+    path = ROOT / "data" / "activitynet12" / "ActivityNet1.2-Annotations"
+    ann = read_wtalc_npy(path)
+    videos = tmp / "videos"
+    videos.mkdir()
+    for v in ann.videos:
+        (videos / f"v_{ann.aliases[v]}.mp4").touch()
+    return {"preset": "activitynet12", "presets": {"activitynet12": {
+        "videos": str(videos), "annotations": {"format": "wtalc_npy", "path": str(path)}}}}
+
+
+DATASETS = {"thumos14": thumos14, "activitynet12": activitynet12}
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{(r.stdout + r.stderr)[-3000:]}")
+    return dt, r.stdout + r.stderr
+
+
+def jobs(output: str) -> int:
+    m = re.search(r"^total\s+(\d+)$", output, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def measure(name: str, profile: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "override.yaml").write_text(yaml.safe_dump({**DATASETS[name](tmp), "results_dir": str(tmp / "results")}))
+        base = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT), "--cores", "2",
+                "--configfile", str(ROOT / "workflow_config.yaml"), str(tmp / "override.yaml"), "-n"]
+        t_import, _ = timed([sys.executable, "-c", "import pipeline.workflow, pipeline.annotations"], ROOT)
+        t_dag, _ = timed(base + ["--quiet", "all"], ROOT)
+        t_dry, out = timed(base, ROOT)
+        if profile:
+            prof = tmp / "dag.prof"
+            timed([sys.executable, "-m", "cProfile", "-o", str(prof), SNAKEMAKE, *base[1:], "--quiet", "all"], ROOT)
+            import pstats
+
+            pstats.Stats(str(prof)).sort_stats("cumulative").print_stats(25)
+        return {"dataset": name, "jobs": jobs(out), "import_s": t_import, "dag_s": t_dag, "dry_run_s": t_dry}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="thumos14,activitynet12")
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    rows = [measure(name, args.profile) for name in args.datasets.split(",")]
+    print(f"{'dataset':<15}{'jobs':>8}{'import s':>10}{'dag s':>8}{'dry run s':>11}")
+    for r in rows:
+        print(f"{r['dataset']:<15}{r['jobs']:>8}{r['import_s']:>10.2f}{r['dag_s']:>8.2f}{r['dry_run_s']:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
