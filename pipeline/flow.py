@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -72,6 +73,9 @@ class _TorchFlow:
         self.compile = runtime.compile
         if self.compile == "auto":
             self.compile = self.device.type == "cuda" or n_pairs >= COMPILE_MIN_PAIRS
+        if self.compile and runtime.cache_dir:
+            # Inductor's on-disk caches (FX graphs, kernels) shared by the run's flow jobs
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(runtime.cache_dir).resolve() / "inductor"))
 
     def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
         a = torch.from_numpy(gray0).to(self.device)

@@ -74,7 +74,9 @@ def flow_settings(config: dict) -> FlowSettings:
 
 def flow_runtime(config: dict) -> FlowRuntime:
     f = config["flow"]
-    return FlowRuntime(device=f["device"], batch_size=f["batch_size"], compile=f["compile"], threads=f["threads"])
+    # one compile cache per run: torch.compile's warm-up is paid once, not by every flow job
+    return FlowRuntime(device=f["device"], batch_size=f["batch_size"], compile=f["compile"], threads=f["threads"],
+                       cache_dir=f"{results_dir(config)}/.cache/torch")
 
 
 def feature_settings(config: dict) -> FeatureSettings:
