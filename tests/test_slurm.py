@@ -162,3 +162,46 @@ def test_reduced_demo_through_slurm_equals_a_local_run(tmp_path, slurm_cluster):
         mb = json.loads((b / "runs" / exp / "metrics.json").read_text())
         assert ma["map"] == pytest.approx(mb["map"], abs=1e-6) and ma["f1"] == mb["f1"]
     assert (b / "report" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_cancelled_group_job_then_rerun_redoes_only_the_lost_videos(tmp_path, slurm_cluster):
+    """16 real videos in 2 group jobs of 8 (decode, flow, features); the running group job is cancelled with
+    scancel mid-run; the rerun redoes exactly the videos whose features were lost, and finishes."""
+    from test_workflow import SNAKEMAKE, planned_jobs
+
+    gen = {**TINY_DEMO["generate"], "n_train": 13, "n_test": 3, "min_duration_s": 2.0, "max_duration_s": 2.5}
+    override = {"presets": {"demo": {**TINY_DEMO, "generate": gen, "keep_intermediates": False}}, **QUICK_FLOW}
+    profile = node_profile(tmp_path / "profile")
+    work = tmp_path / "cluster"
+    work.mkdir()
+    snakemake(work, override, "--until", "demo_data")  # the videos, locally
+    (work / "override.yaml").write_text(yaml.safe_dump(override))
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2",
+           "--configfile", str(REPO / "workflow_config.yaml"), str(work / "override.yaml"),
+           "--profile", str(profile), "--until", "features"]
+    features = work / "results" / "demo" / "features"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    cancelled = None
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        done = len(list(features.glob("*.npy")))
+        running = _sh("squeue -h -t R -o %i").stdout.split()
+        if 10 <= done < 16 and running:  # the second group job is part-way through its 8 videos
+            cancelled = running[0]
+            assert _sh(f"scancel {cancelled}").returncode == 0
+            break
+        time.sleep(0.5)
+    out = proc.communicate(timeout=600)[0]
+    assert cancelled, f"no group job was caught running part-way:\n{out[-3000:]}"
+    assert proc.returncode != 0  # the cancelled job failed the run
+    kept = {p.stem: p.stat().st_mtime_ns for p in features.glob("*.npy")}
+    assert 8 <= len(kept) < 16
+    _, dry = snakemake(work, override, "--profile", str(profile), "--until", "features", "-n")
+    lost = 16 - len(kept)
+    assert planned_jobs(dry)["features"] == lost, dry[-3000:]
+    assert planned_jobs(dry)["decode"] == planned_jobs(dry)["flow"] == lost
+    snakemake(work, override, "--profile", str(profile), "--until", "features")
+    assert len(list(features.glob("*.npy"))) == 16
+    assert all(features.joinpath(f"{v}.npy").stat().st_mtime_ns == t for v, t in kept.items())  # not redone
