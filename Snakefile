@@ -91,7 +91,7 @@ rule annotations:
         spec=json.dumps(PRESET["annotations"], sort_keys=True),
         videos_dir=PRESET["videos"],
         extensions=",".join(config["video_extensions"]),
-        on_bad=config["on_bad_annotation"],
+        on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
         on_missing=config["on_missing_video"],
         video_names=sorted(VIDEOS),
         out=f"{OUT}/annotations",

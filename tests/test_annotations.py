@@ -1,6 +1,7 @@
 import json
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,3 +270,63 @@ def test_plain_npy_needs_no_pickle(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"bad\.npy: not a \.npy file"):
         load_npy(tmp_path / "bad.npy")
+
+
+# ------------------------------------------------------- ActivityNet 1.2
+
+
+ANET = Path(__file__).resolve().parents[1] / "data" / "activitynet12" / "ActivityNet1.2-Annotations"
+
+
+def test_real_activitynet12_set():
+    ann = A.read_wtalc_npy(ANET)
+    assert len(ann.videos) == 7202 and len(ann.classes) == 100
+    assert len(ann.videos_in("training")) == 4819 and len(ann.videos_in("validation")) == 2383
+    assert round(sum(d for _, d in ann.videos.values())) == 831846
+    assert ann.aliases["video_4"] == "--0edUL8zmA"  # from url.npy: the id the crawler names files with
+    assert len(set(ann.aliases.values())) == 7202
+    kept = A.validate(ann, on_bad="skip")
+    assert len(kept.dropped) == 10 and all("is not before end" in why for _, why in kept.dropped)
+    with pytest.raises(A.AnnotationError, match=r"segments\.npy\[\d+\]\[0\]: video video_\d+: start"):
+        A.validate(ann)
+
+
+def test_labels_all_needs_only_the_latin1_codec():
+    import io
+
+    from pipeline.safeload import restricted_pickle_load
+
+    assert list(load_npy(ANET / "labels_all.npy")[0]) == ["Dodgeball"]
+
+    class Evil:
+        def __reduce__(self):
+            import codecs
+            return codecs.encode, ("x", "rot13")
+
+    with pytest.raises(UnsafePickleError, match="only the latin1 encoding"):
+        restricted_pickle_load(io.BytesIO(pickle.dumps(Evil(), protocol=2)))
+
+
+def test_official_json_is_read_instead_when_present(tmp_path):
+    spec = {"format": "wtalc_npy", "path": str(ANET), "official": str(tmp_path / "activity_net.v1-2.min.json")}
+    assert len(A.read(spec).videos) == 7202 and A.source_files(spec)[-1].endswith(".npy")
+    (tmp_path / "activity_net.v1-2.min.json").write_text(json.dumps({"database": {
+        "--0edUL8zmA": {"subset": "training", "duration": 92.18,
+                        "annotations": [{"segment": [5.5, 86.7], "label": "Dodgeball"}]}}}))
+    ann = A.read(spec)
+    assert list(ann.videos) == ["--0edUL8zmA"] and ann.segments[0].label == "Dodgeball"
+    assert A.source_files(spec) == [str(tmp_path / "activity_net.v1-2.min.json")]
+
+
+def test_videos_are_matched_by_name_or_youtube_id(tmp_path):
+    from pipeline.videos import VideoFolderError, find_videos, match
+
+    for name in ("v_abc.mp4", "def.MKV", "video_3.avi", "stray.mp4", "notes.txt"):
+        (tmp_path / name).touch()
+    found = match(["video_1", "video_2", "video_3", "video_4"], find_videos(tmp_path, ["mp4", "mkv", "avi"]),
+                  {"video_1": "abc", "video_2": "def", "video_4": "zzz"})
+    assert found.paths == {"video_1": str(tmp_path / "v_abc.mp4"), "video_2": str(tmp_path / "def.MKV"),
+                           "video_3": str(tmp_path / "video_3.avi")}
+    assert found.missing == ["video_4"] and found.unannotated == ["stray"]
+    with pytest.raises(VideoFolderError, match="matches two annotated videos"):
+        match(["a", "b"], {"abc": "x/abc.mp4"}, {"a": "abc", "b": "abc"})

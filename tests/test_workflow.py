@@ -325,7 +325,6 @@ def test_activitynet12_dry_run_finds_crawler_named_videos(tmp_path):
 def test_args_file_carries_lists_past_the_shell_limit(tmp_path):
     """ActivityNet's aggregating rules pass ~7,000 paths: more than one shell argument may hold (128 KiB)."""
     from pipeline.workflow import args_file
-    from pipeline.skipped import main as skipped_main
 
     metas = []
     for i in range(3000):
