@@ -32,6 +32,10 @@ bench: setup
 	$(PY) bench/i3d.py
 	$(PY) bench/evaluate.py
 	$(PY) bench/train.py
+	$(PY) bench/dag.py
+	$(PY) bench/job_overhead.py
+	$(PY) bench/memory.py
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf results data/demo .snakemake

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pipeline.flow import dequantize
-from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, process_age_s
 from pipeline.runtime import torch_device
 from pipeline.settings import FeatureRuntime, FeatureSettings
@@ -91,9 +91,7 @@ class Extractor:
 
 
 def extract(frames_path, flow_path, out_path, extractor: Extractor, batch_size: int, progress: bool = False) -> dict:
-    from pipeline.decode import open_frames
-
-    frames, flow = open_frames(frames_path), open_frames(flow_path)
+    frames, flow = NpyRows(frames_path), NpyRows(flow_path)  # snippets read a batch at a time
     if frames.shape[:2] != flow.shape[:2] or frames.shape[2:4] != flow.shape[2:4]:
         raise ValueError(f"{frames_path} {frames.shape} and {flow_path} {flow.shape} do not have the same snippets")
     n = len(frames)

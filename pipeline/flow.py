@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from models.tvl1 import opencv_tvl1, rgb_to_gray, tvl1
-from pipeline.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, process_age_s
 from pipeline.runtime import torch_device
 from pipeline.settings import FlowRuntime, FlowSettings
@@ -111,11 +111,8 @@ def flow_engine(settings: FlowSettings, runtime: FlowRuntime, n_pairs: int = 0):
 def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSettings,
                  runtime: FlowRuntime = FlowRuntime(), progress: bool = False) -> dict:
     """Flow of every consecutive frame pair of one decoded video, written as quantized snippets."""
-    from pipeline.decode import open_frames
-
-    frames = open_frames(frames_path)
-    n_snippets, snip, h, w, _ = frames.shape
-    flat = frames.reshape(n_snippets * snip, h, w, 3)  # a view of the memory map
+    flat = NpyRows(frames_path, lead_dims=2)  # single frames, read a batch at a time
+    n_snippets, snip, h, w, _ = flat.full_shape
     n_frames = len(flat)
     setup = Stopwatch()
     engine = flow_engine(settings, runtime, n_frames - 1) if n_frames else None

@@ -76,3 +76,69 @@ class NpyAppender:
     def close(self):
         self._write_header()
         self._f.close()
+
+
+class NpyRows:
+    """Rows of a ``.npy`` file read on demand with ``pread``: memory holds only the rows asked for.
+
+    A memory map would do the same reads, but every page it touches stays mapped into the process
+    and counts in its resident memory until the kernel evicts it, so a long video's pass over its
+    frames would grow the job's RSS with the video's length. ``lead_dims`` merges the leading
+    dimensions into rows: frames.npy (n, 16, H, W, 3) with ``lead_dims=2`` reads single frames.
+    """
+
+    def __init__(self, path: str | os.PathLike, lead_dims: int = 1):
+        self._fd = -1
+        self.path = os.fspath(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise ValueError(f"{self.path}: expected a C-ordered numeric array")
+        self.dtype = dtype
+        self.row_shape = tuple(shape[lead_dims:])
+        self.n_rows = int(np.prod(shape[:lead_dims], dtype=np.int64))
+        self.full_shape = tuple(shape)
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_rows,) + self.row_shape
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("NpyRows supports contiguous slices only")
+        start, stop, _ = index.indices(self.n_rows)
+        n = max(stop - start, 0)
+        out = np.empty((n,) + self.row_shape, self.dtype)
+        if out.size == 0:
+            return out
+        view, pos, want = memoryview(out).cast("B"), self.offset + start * self.row_bytes, n * self.row_bytes
+        got = 0
+        while got < want:
+            k = os.preadv(self._fd, [view[got:]], pos + got)
+            if k == 0:
+                raise ValueError(f"{self.path}: truncated (rows {start}..{stop} of {self.n_rows})")
+            got += k
+        return out
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
