@@ -186,8 +186,7 @@ rule skipped_videos:
         f"{OUT}/logs/skipped_videos.log",
     run:
         # thousands of paths: passed in a file (wf.args_file), not on the command line
-        with wf.args_file(input.metas, "--missing", input.missing, "--out", output) as args:
-            shell("{PY} -m pipeline.skipped @{args:q} 2> {log:q}")
+        wf.run_stage("skipped", input.metas, "--missing", input.missing, "--out", output, log=log[0])
 
 
 # 6. Each experiment: D2-Net trained on the training subset's features (video-level labels only).
@@ -290,11 +289,10 @@ rule costs:
     log:
         f"{OUT}/logs/costs.log",
     run:
-        with wf.args_file(input.decode, input.flow, input.features, input.train, input.localize,
-                          "--decode-metas", input.decode_metas, "--flow-metas", input.flow_metas,
-                          "--provenance", input.provenance, "--test-videos", params.test_videos,
-                          "--settings", params.settings, "--out", output) as args:
-            shell("{PY} -m pipeline.costs @{args:q} 2> {log:q}")
+        wf.run_stage("costs", input.decode, input.flow, input.features, input.train, input.localize,
+                     "--decode-metas", input.decode_metas, "--flow-metas", input.flow_metas,
+                     "--provenance", input.provenance, "--test-videos", params.test_videos,
+                     "--settings", params.settings, "--out", output, log=log[0])
 
 
 # 10. One report comparing the experiments (the paper's Table 3 shape), with its plots.
@@ -327,8 +325,7 @@ rule report:
     log:
         f"{OUT}/logs/report.log",
     run:
-        with wf.args_file("--preset", params.preset, "--experiments", params.experiments, "--runs", params.runs,
-                          "--annotations", params.annotations, "--subset", params.subset,
-                          "--skipped", input.skipped, "--costs", input.costs, "--timelines", params.timelines,
-                          "--out", params.out, input.provenance) as args:
-            shell("{PY} -m pipeline.report @{args:q} 2> {log:q}")
+        wf.run_stage("report", "--preset", params.preset, "--experiments", params.experiments, "--runs", params.runs,
+                     "--annotations", params.annotations, "--subset", params.subset, "--skipped", input.skipped,
+                     "--costs", input.costs, "--timelines", params.timelines, "--out", params.out,
+                     input.provenance, log=log[0])

@@ -182,6 +182,17 @@ def args_file(*args):
         os.unlink(path)
 
 
+def run_stage(stage: str, *args, log: str) -> None:
+    """``python -m pipeline.<stage> @args-file 2> log`` from a rule's ``run:`` block (see ``args_file``)."""
+    import shlex
+    import sys
+
+    from snakemake.shell import shell
+
+    with args_file(*args) as path:
+        shell(f"{shlex.quote(sys.executable)} -m pipeline.{stage} @{shlex.quote(path)} 2> {shlex.quote(str(log))}")
+
+
 def as_param(settings) -> str:
     """A settings dataclass as the JSON string a rule passes to its stage's CLI."""
     return json.dumps(asdict(settings), sort_keys=True)
