@@ -192,15 +192,18 @@ def collect(bench_files: list[str], decode_metas: list[str], flow_metas: list[st
         stage, key = path.parent.name, path.stem
         if stage in VIDEO_STAGES:
             meta = stage_meta[stage].get(key, {})
+            timing = meta.get("timing") or {}
             extra = {"minutes": _minutes(metas.get(key, {})), "device": meta.get("device"),
-                     "compute_s": (meta.get("timing") or {}).get("compute_s")}
+                     "compute_s": timing.get("compute_s")}
+            if timing.get("peak_rss_mb") is not None:  # the stage's own: a warm job's is not Snakemake's to see
+                extra["max_rss_mb"] = timing["peak_rss_mb"]
         elif stage == "train":
             extra = {"iterations": experiments[key]["iterations"]}
         elif stage == "localize":
             extra = {"minutes": test_minutes}
         else:
             raise ValueError(f"{path}: not a benchmark record of a known stage")
-        records[stage].append({**read_benchmark(path), **extra})
+        records[stage].append({**read_benchmark(path), **extra})  # extra's peak RSS wins
     return records, max((m.get("n_snippets", 0) for m in metas.values()), default=0)
 
 

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
-from pipeline.jobclock import Stopwatch, process_age_s
+from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.settings import DecodeSettings
 
 BACKENDS = ("pyav", "decord")
@@ -291,7 +291,7 @@ def run(video: str, frames_out: str, meta_out: str, settings: DecodeSettings, on
         with atomic_path(frames_out) as tmp:
             NpyAppender(tmp, (settings.snippet_frames, settings.crop, settings.crop, 3)).close()
         meta = skipped_meta(video, settings, str(e))
-    meta["timing"] = {"startup_s": startup_s, "setup_s": 0.0, "compute_s": compute()}
+    meta["timing"] = {"startup_s": startup_s, "setup_s": 0.0, "compute_s": compute(), "peak_rss_mb": peak_rss_mb()}
     atomic_write_json(meta_out, meta)
     return meta
 

@@ -27,7 +27,7 @@ import torch
 
 from pipeline.flow import dequantize
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
-from pipeline.jobclock import Stopwatch, process_age_s
+from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.runtime import torch_device
 from pipeline.settings import FeatureRuntime, FeatureSettings
 
@@ -134,7 +134,8 @@ def run(frames: str, flow: str, flow_meta: str, out: str, provenance_out: str, s
     if status["status"] != "ok":
         prov["reason"] = status.get("reason", "")
     prov.update(extract(frames, flow, out, extractor, runtime.batch_size, progress=progress))
-    prov["timing"] = {"startup_s": startup_s, "setup_s": setup_s, "compute_s": prov["seconds"]}
+    prov["timing"] = {"startup_s": startup_s, "setup_s": setup_s, "compute_s": prov["seconds"],
+                      "peak_rss_mb": peak_rss_mb()}
     atomic_write_json(provenance_out, prov)
     return prov
 

@@ -31,7 +31,7 @@ import torch
 
 from models.tvl1 import opencv_tvl1, rgb_to_gray, tvl1
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
-from pipeline.jobclock import Stopwatch, process_age_s
+from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.runtime import torch_device
 from pipeline.settings import FlowRuntime, FlowSettings
 
@@ -167,7 +167,8 @@ def run(frames: str, decode_meta: str, flow_out: str, meta_out: str, settings: F
     status = json.loads(Path(decode_meta).read_text())
     meta = {"video": status["video"], "status": status["status"]}
     meta.update(compute_flow(frames, flow_out, settings, runtime, progress=progress))
-    meta["timing"] = {"startup_s": startup_s, "setup_s": meta["setup_s"], "compute_s": meta["seconds"]}
+    meta["timing"] = {"startup_s": startup_s, "setup_s": meta["setup_s"], "compute_s": meta["seconds"],
+                      "peak_rss_mb": peak_rss_mb()}
     if status["status"] != "ok":
         meta["reason"] = status.get("reason", "")
     atomic_write_json(meta_out, meta)

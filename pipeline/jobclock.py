@@ -23,6 +23,14 @@ def process_age_s() -> float | None:
         return None
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. A warm-started job is not a child of the process Snakemake
+    benchmarks (pipeline/warm.py), so stages record their own."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 class Stopwatch:
     """Seconds since creation, read as often as needed."""
 
