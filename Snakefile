@@ -27,8 +27,9 @@ OUT = wf.results_dir(config)
 wf.check_writable(OUT)
 DEMO = wf.demo_settings(PRESET)
 VIDEOS = wf.videos(config)  # name -> (path, subset, duration) of every video this run processes
-if workflow.is_main_process and workflow.local_exec:
-    wf.check_disk(OUT, config, [v.duration_s for v in VIDEOS.values()], running=workflow.global_resources["_cores"].value or 1)
+if workflow.is_main_process and workflow.local_exec:  # stop now, not after hours, if intermediates cannot fit
+    wf.check_disk(OUT, config, [v.duration_s for v in VIDEOS.values()],
+                  running=workflow.global_resources["_cores"].value or 1)
 
 
 def intermediate(path):
