@@ -146,6 +146,17 @@ def select_videos(ann: Annotations, available, on_missing: str = "skip") -> tupl
     return present, missing
 
 
+def locate_videos(ann: Annotations, folder, extensions, on_missing: str = "skip"):
+    """The annotated videos' files in ``folder`` (pipeline/videos.py pairs names, YouTube ids and files):
+    a ``videos.Match`` whose ``paths`` hold the present videos; missing ones are skipped or stop the run per
+    ``on_missing``."""
+    from pipeline.videos import find_videos, match
+
+    found = match(ann.videos, find_videos(folder, extensions), ann.aliases)
+    select_videos(ann, found.paths, on_missing)
+    return found
+
+
 def with_durations(ann: Annotations, durations: dict[str, float]) -> Annotations:
     """Fill in durations measured elsewhere (e.g. by decode) for formats that lack them."""
 
@@ -423,7 +434,7 @@ def main(argv=None) -> int:
     import sys
 
     from pipeline.io import atomic_write_text
-    from pipeline.videos import VideoFolderError, find_videos, match
+    from pipeline.videos import VideoFolderError
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--spec", required=True, help="the preset's annotations block as JSON")
@@ -436,15 +447,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="annotations: %(message)s")
     try:
         ann = read(json.loads(args.spec))
-        found = match(ann.videos, find_videos(args.videos_dir, args.extensions.split(",")), ann.aliases)
-        present, missing = select_videos(ann, found.paths, args.on_missing)
-        ann = validate(ann.restrict_to(present), args.on_bad)
+        found = locate_videos(ann, args.videos_dir, args.extensions.split(","), args.on_missing)
+        ann = validate(ann.restrict_to(found.paths), args.on_bad)
     except (AnnotationError, VideoFolderError) as e:
         print(f"annotations: error: {e}", file=sys.stderr)
         return 1
     write_table(ann, args.out)
     out = Path(args.out)
-    atomic_write_text(out / "missing_videos.txt", "".join(v + "\n" for v in missing))
+    atomic_write_text(out / "missing_videos.txt", "".join(v + "\n" for v in found.missing))
     if found.unannotated:
         log.warning("%s: %d video file(s) match no annotated video (not processed): %s", args.videos_dir,
                     len(found.unannotated), ", ".join(found.unannotated[:10]))

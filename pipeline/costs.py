@@ -140,8 +140,8 @@ def stage_rows(records: dict[str, list[dict]]) -> dict[str, dict]:
 def project(stages: dict[str, dict], run: dict, targets: dict[str, dict]) -> dict[str, dict]:
     """Job seconds of each stage for each target workload, from this run's measured rates.
 
-    ``run`` and each target carry ``crop``, ``tvl1`` (dict), ``batch_size``, ``seqlen`` (snippets per
-    training sequence: max_seqlen, capped by the longest video in this run); targets also
+    ``run`` carries ``crop`` and ``test_videos``; each target ``crop``, ``tvl1`` (dict), ``batch_size``,
+    ``seqlen`` (max_seqlen: the real datasets' videos fill it), ``train`` (its TrainSettings); targets also
     ``iterations``, ``experiments``, the workload's size, ``flow_ratio`` (flow_time_ratio) and
     ``train_step_s`` (train_step_s), both measured here.
     """
@@ -179,9 +179,9 @@ def _minutes(meta: dict) -> float:
 
 
 def collect(bench_files: list[str], decode_metas: list[str], flow_metas: list[str], provenance: list[str],
-            experiments: dict[str, dict], test_videos: set[str]) -> tuple[dict[str, list[dict]], int]:
+            experiments: dict[str, dict], test_videos: set[str]) -> dict[str, list[dict]]:
     """This run's benchmark records (``<stage>/<video or experiment>.tsv``), each with the minutes of
-    video and the device of its job; and the longest video in snippets."""
+    video and the device of its job."""
     metas = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in decode_metas}
     stage_meta = {"decode": metas,
                   "flow": {Path(p).parent.name: json.loads(Path(p).read_text()) for p in flow_metas},
@@ -204,7 +204,7 @@ def collect(bench_files: list[str], decode_metas: list[str], flow_metas: list[st
         else:
             raise ValueError(f"{path}: not a benchmark record of a known stage")
         records[stage].append({**read_benchmark(path), **extra})  # extra's peak RSS wins
-    return records, max((m.get("n_snippets", 0) for m in metas.values()), default=0)
+    return records
 
 
 def main(argv=None) -> int:
@@ -218,11 +218,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="costs.json")
     args = ap.parse_args(argv)
     settings = json.loads(args.settings)
-    records, longest = collect(args.benchmarks, args.decode_metas, args.flow_metas, args.provenance,
-                               settings["experiments"], set(filter(None, args.test_videos.split(","))))
-    stages = stage_rows(records)
     test_videos = set(filter(None, args.test_videos.split(",")))
-    run = {**settings["run"], "seqlen": max(1, min(settings["run"]["seqlen"], longest)), "test_videos": len(test_videos)}
+    records = collect(args.benchmarks, args.decode_metas, args.flow_metas, args.provenance, settings["experiments"],
+                      test_videos)
+    stages = stage_rows(records)
+    run = {**settings["run"], "test_videos": len(test_videos)}
     targets = {n: {**WORKLOADS[n], **t} for n, t in settings["targets"].items()}
     if "flow" in stages:
         ratios: dict[str, float] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
@@ -18,7 +19,6 @@ from models.tvl1_params import TVL1Params
 from pipeline import annotations, demo_data
 from pipeline.settings import (DecodeSettings, DemoSettings, FeatureRuntime, FeatureSettings, FlowRuntime,
                                FlowSettings, LocalizeSettings, TrainSettings)
-from pipeline.videos import match, find_videos
 
 
 class ConfigError(ValueError):
@@ -96,11 +96,11 @@ def weight_files(config: dict) -> list[str]:
     return [p for p in (f["rgb_weights"], f["flow_weights"]) if p not in ("kinetics400", "random")]
 
 
-def train_settings(config: dict, experiment: str) -> TrainSettings:
-    """The preset's D2-Net settings, the global training settings, then the experiment's overrides."""
+def train_settings(config: dict, experiment: str | None = None) -> TrainSettings:
+    """The preset's D2-Net settings, the global training settings, then the experiment's overrides (if any)."""
     d2 = preset(config)["d2net"]
     t = {k: v for k, v in config["train"].items() if k != "threads"}
-    return TrainSettings.from_dict({**d2, **t, **config["experiments"][experiment]})
+    return TrainSettings.from_dict({**d2, **t, **(config["experiments"][experiment] if experiment else {})})
 
 
 def localize_config(config: dict) -> dict:
@@ -118,13 +118,11 @@ def cost_settings(config: dict, experiments: list[str]) -> dict:
 
     def shape(name: str) -> dict:
         c = {**config, "preset": name}
-        d2 = train_settings(c, experiments[0]) if name == config["preset"] else \
-            TrainSettings.from_dict({**preset(c)["d2net"], **{k: v for k, v in config["train"].items()
-                                                                if k != "threads"}})
+        d2 = train_settings(c)
         return {"crop": preset(c)["crop"], "tvl1": asdict(flow_settings(c).tvl1), "batch_size": d2.batch_size,
                 "seqlen": d2.max_seqlen, "iterations": d2.iterations, "train": asdict(d2)}
 
-    return {"run": shape(config["preset"]),
+    return {"run": {"crop": preset(config)["crop"], "tvl1": asdict(flow_settings(config).tvl1)},
             "experiments": {e: {"iterations": train_settings(config, e).iterations} for e in experiments},
             "targets": {n: {**shape(n), "experiments": len(experiments)} for n in ("thumos14", "activitynet12")
                         if n in config["presets"]}}
@@ -147,7 +145,8 @@ def check_disk(folder: str, config: dict, durations_s: list[float], running: int
 
     p = preset(config)
     keep = p.get("keep_intermediates", False)
-    sizes = sorted((intermediate_bytes(d * p["fps"], p["crop"]) for d in durations_s if d == d), reverse=True)
+    sizes = sorted((intermediate_bytes(d * p["fps"], p["crop"]) for d in durations_s if math.isfinite(d)),
+                   reverse=True)
     in_flight = len(sizes) if keep else min(len(sizes), running + 1)
     need = sum(sizes[:in_flight])
     free = shutil.disk_usage(folder).free
@@ -218,11 +217,10 @@ def videos(config: dict) -> dict[str, Video]:
         return {v: Video(f"{p['videos']}/{v}.mp4", subset, demo.max_duration_s)
                 for subset, vs in demo_data.video_names(demo).items() for v in vs}
     ann = annotations.read(p["annotations"])
-    found = match(ann.videos, find_videos(p["videos"], config["video_extensions"]), ann.aliases)
-    present, _ = annotations.select_videos(ann, found.paths, config["on_missing_video"])
+    found = annotations.locate_videos(ann, p["videos"], config["video_extensions"], config["on_missing_video"])
     last_end: dict[str, float] = {}
     for s in ann.segments + ann.ambiguous:
         last_end[s.video] = max(last_end.get(s.video, 0.0), s.end_s)
-    return {v: Video(found.paths[v], ann.videos[v][0],
-                     ann.videos[v][1] if ann.videos[v][1] == ann.videos[v][1] else last_end.get(v, 0.0))
-            for v in present}
+    return {v: Video(path, ann.videos[v][0],
+                     ann.videos[v][1] if math.isfinite(ann.videos[v][1]) else last_end.get(v, 0.0))
+            for v, path in found.paths.items()}

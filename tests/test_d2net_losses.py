@@ -166,3 +166,11 @@ def test_running_background():
     bg = update_running_bg(bg, torch.tensor([[1.0, 3.0], [3.0, 1.0]]))
     assert bg.tolist() == [[pytest.approx(0.2), pytest.approx(0.2)]]
     assert torch.equal(update_running_bg(bg, torch.zeros(0, 2)), bg)
+
+
+def test_the_settings_module_names_every_loss_variant():
+    """pipeline/settings.py validates variants without importing torch: its list must be models/losses.py's."""
+    from models.losses import VARIANTS
+    from pipeline.settings import LOSS_VARIANTS
+
+    assert set(LOSS_VARIANTS) == set(VARIANTS)
