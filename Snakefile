@@ -46,7 +46,9 @@ EXPERIMENTS = list(config["experiments"])  # in config order: the report's table
 
 # Files that rules with thousands of inputs (skipped_videos, train, localize, report) read. Those
 # rules name them as plain paths: a `rules.<name>.output` reference there costs Snakemake time
-# quadratic in the input list (ActivityNet 1.2's DAG took a minute to build).
+# quadratic in the input list (ActivityNet 1.2's DAG took a minute to build). Their per-video lists are
+# functions (`lambda w: expand(...)`): Snakemake expands them only when the job is in the DAG, so a
+# cluster job, which re-parses this file for its few per-video jobs, skips tens of thousands of paths.
 ANNOTATION_TABLE = f"{OUT}/annotations/annotations.tsv"
 MISSING_VIDEOS = f"{OUT}/annotations/missing_videos.txt"
 SKIPPED = f"{OUT}/skipped_videos.json"
@@ -179,7 +181,7 @@ rule features:
 # 5. Videos the run could not use, for later stages and the report.
 rule skipped_videos:
     input:
-        metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
+        metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
         missing=MISSING_VIDEOS,
     output:
         SKIPPED,
@@ -195,7 +197,7 @@ TRAIN_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET["
 
 rule train:
     input:
-        features=expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
+        features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
         annotations=ANNOTATION_TABLE,
         skipped=SKIPPED,
     output:
@@ -225,8 +227,8 @@ TEST_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET["t
 rule localize:
     input:
         model=MODEL,
-        features=expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
-        metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
+        features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
+        metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
         annotations=ANNOTATION_TABLE,
         skipped=SKIPPED,
     output:
@@ -274,14 +276,14 @@ rule evaluate:
 # 9. What each stage cost (Snakemake benchmark records), projected onto the full datasets.
 rule costs:
     input:
-        decode=expand(f"{OUT}/benchmarks/decode/{{video}}.tsv", video=sorted(VIDEOS)),
-        flow=expand(f"{OUT}/benchmarks/flow/{{video}}.tsv", video=sorted(VIDEOS)),
-        features=expand(f"{OUT}/benchmarks/features/{{video}}.tsv", video=sorted(VIDEOS)),
+        decode=lambda w: expand(f"{OUT}/benchmarks/decode/{{video}}.tsv", video=sorted(VIDEOS)),
+        flow=lambda w: expand(f"{OUT}/benchmarks/flow/{{video}}.tsv", video=sorted(VIDEOS)),
+        features=lambda w: expand(f"{OUT}/benchmarks/features/{{video}}.tsv", video=sorted(VIDEOS)),
         train=expand(f"{OUT}/benchmarks/train/{{experiment}}.tsv", experiment=EXPERIMENTS),
         localize=expand(f"{OUT}/benchmarks/localize/{{experiment}}.tsv", experiment=EXPERIMENTS),
-        decode_metas=expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
-        flow_metas=expand(f"{OUT}/flow/{{video}}/meta.json", video=sorted(VIDEOS)),
-        provenance=expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
+        decode_metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
+        flow_metas=lambda w: expand(f"{OUT}/flow/{{video}}/meta.json", video=sorted(VIDEOS)),
+        provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
     output:
         COSTS,
     params:
@@ -302,7 +304,7 @@ rule report:
         metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
         detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
         losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
-        provenance=expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
+        provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
         skipped=SKIPPED,
         annotations=ANNOTATION_TABLE,
         costs=COSTS,
