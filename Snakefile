@@ -2,6 +2,7 @@
 #
 #   snakemake --cores all                          # the demo preset
 #   snakemake --cores all --config preset=thumos14
+#   snakemake --cores all --config preset=folder videos=PATH [model=MODEL.pt]   # your own videos
 #
 # Every stage is a module under pipeline/ with a CLI; rules pass each stage's
 # settings through `params:` so that changing a setting reruns that stage and
@@ -23,6 +24,8 @@ report: "pipeline/report_captions/workflow.rst"
 
 PY = sys.executable  # the interpreter running Snakemake has the project's packages
 PRESET = wf.preset(config)
+ANNOTATED = wf.annotated(config)  # the folder preset has no annotations: features (and predictions) only
+MODEL_IN = config.get("model", "")  # a trained model.pt to predict with
 OUT = wf.results_dir(config)
 wf.check_writable(OUT)
 DEMO = wf.demo_settings(PRESET)
@@ -52,13 +55,16 @@ EXPERIMENTS = list(config["experiments"])  # in config order: the report's table
 ANNOTATION_TABLE = f"{OUT}/annotations/annotations.tsv"
 MISSING_VIDEOS = f"{OUT}/annotations/missing_videos.txt"
 SKIPPED = f"{OUT}/skipped_videos.json"
+INDEX = f"{OUT}/features/index.tsv"
+PREDICTIONS = f"{OUT}/predict/detections.json"
 MODEL = f"{OUT}/runs/{{experiment}}/model.pt"
 COSTS = f"{OUT}/costs.json"
 
 
 rule all:
     input:
-        f"{OUT}/report/report.html",
+        f"{OUT}/report/report.html" if ANNOTATED else [INDEX, SKIPPED],
+        PREDICTIONS if MODEL_IN else [],
 
 
 # 0. The demo preset makes its own videos and THUMOS-format annotations.
@@ -79,31 +85,33 @@ if DEMO is not None:
 
 
 # 1. Annotations of every format become one table, checked against the videos on disk.
-rule annotations:
-    input:
-        ann_io.source_files(PRESET["annotations"]) if DEMO is None else rules.demo_data.output.annotations,
-    output:
-        table=ANNOTATION_TABLE,
-        ambiguous=f"{OUT}/annotations/ambiguous.tsv",
-        videos=f"{OUT}/annotations/videos.tsv",
-        classes=f"{OUT}/annotations/classes.txt",
-        missing=MISSING_VIDEOS,
-        unannotated=f"{OUT}/annotations/unannotated_videos.txt",
-        dropped=f"{OUT}/annotations/dropped.tsv",
-    params:
-        spec=json.dumps(PRESET["annotations"], sort_keys=True),
-        videos_dir=PRESET["videos"],
-        extensions=",".join(config["video_extensions"]),
-        on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
-        on_missing=config["on_missing_video"],
-        video_names=sorted(VIDEOS),
-        out=f"{OUT}/annotations",
-    log:
-        f"{OUT}/logs/annotations.log",
-    shell:
-        "{PY} -m pipeline.annotations --spec {params.spec:q} --videos-dir {params.videos_dir:q}"
-        " --extensions {params.extensions:q} --on-bad {params.on_bad} --on-missing {params.on_missing}"
-        " --out {params.out:q} 2> {log:q}"
+if ANNOTATED:
+
+    rule annotations:
+        input:
+            ann_io.source_files(PRESET["annotations"]) if DEMO is None else rules.demo_data.output.annotations,
+        output:
+            table=ANNOTATION_TABLE,
+            ambiguous=f"{OUT}/annotations/ambiguous.tsv",
+            videos=f"{OUT}/annotations/videos.tsv",
+            classes=f"{OUT}/annotations/classes.txt",
+            missing=MISSING_VIDEOS,
+            unannotated=f"{OUT}/annotations/unannotated_videos.txt",
+            dropped=f"{OUT}/annotations/dropped.tsv",
+        params:
+            spec=json.dumps(PRESET["annotations"], sort_keys=True),
+            videos_dir=PRESET["videos"],
+            extensions=",".join(config["video_extensions"]),
+            on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
+            on_missing=config["on_missing_video"],
+            video_names=sorted(VIDEOS),
+            out=f"{OUT}/annotations",
+        log:
+            f"{OUT}/logs/annotations.log",
+        shell:
+            "{PY} -m pipeline.annotations --spec {params.spec:q} --videos-dir {params.videos_dir:q}"
+            " --extensions {params.extensions:q} --on-bad {params.on_bad} --on-missing {params.on_missing}"
+            " --out {params.out:q} 2> {log:q}"
 
 
 # 2. Each video: frames at the preset fps, short side, center crop, in 16-frame snippets.
@@ -122,7 +130,7 @@ rule decode:
         f"{OUT}/benchmarks/decode/{{video}}.tsv"
     shell:
         "{PY} -m pipeline.decode {input:q} --frames {output.frames:q} --meta {output.meta:q}"
-        " --settings {params.settings:q} --on-bad-video {params.on_bad_video} 2> {log:q}"
+        " --settings {params.settings:q} --on-bad-video {params.on_bad_video} --name {wildcards.video:q} 2> {log:q}"
 
 
 # 3. Each video: TV-L1 flow between consecutive frames, quantized to uint8. Flow and features jobs
@@ -182,153 +190,198 @@ rule features:
 rule skipped_videos:
     input:
         metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
-        missing=MISSING_VIDEOS,
+        missing=MISSING_VIDEOS if ANNOTATED else [],
     output:
         SKIPPED,
     log:
         f"{OUT}/logs/skipped_videos.log",
     run:
         # thousands of paths: passed in a file (wf.args_file), not on the command line
-        wf.run_stage("skipped", input.metas, "--missing", input.missing, "--out", output, log=log[0])
+        wf.run_stage("skipped", input.metas, *(["--missing", input.missing] if ANNOTATED else []), "--out", output,
+                     log=log[0])
 
+
+# 5b. What features/ holds, one row per video (fps, snippets, duration, why skipped): the folder
+# preset's result, and what the exports read.
+rule feature_index:
+    input:
+        provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
+    output:
+        INDEX,
+    log:
+        f"{OUT}/logs/feature_index.log",
+    run:
+        wf.run_stage("feature_index", input.provenance, "--out", output, log=log[0])
+
+
+# 5c. With model=PATH: a trained D2-Net's detections for every video of the run.
+if MODEL_IN:
+
+    rule predict:
+        input:
+            model=MODEL_IN,
+            features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=sorted(VIDEOS)),
+            provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
+        output:
+            detections=PREDICTIONS,
+            csv=f"{OUT}/predict/detections.csv",
+            page=f"{OUT}/predict/index.html",
+            timelines=directory(f"{OUT}/predict/timelines"),
+        params:
+            signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
+            out=f"{OUT}/predict",
+        log:
+            f"{OUT}/logs/predict.log",
+        run:
+            wf.run_stage("predict", input.features, "--model", input.model, "--signature", params.signature,
+                         "--out", params.out, log=log[0])
+
+
+# The rest needs annotations: it trains, localizes, evaluates and reports.
+TRAIN_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET.get("train_subset"))
+TEST_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET.get("test_subset"))
+
+if ANNOTATED:
 
 # 6. Each experiment: D2-Net trained on the training subset's features (video-level labels only).
-TRAIN_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET["train_subset"])
 
-rule train:
-    input:
-        features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
-        annotations=ANNOTATION_TABLE,
-        skipped=SKIPPED,
-    output:
-        model=MODEL,
-        log=f"{OUT}/runs/{{experiment}}/log.csv",
-        plot=f"{OUT}/runs/{{experiment}}/loss.png",
-    params:
-        settings=lambda w: wf.as_param(wf.train_settings(config, w.experiment)),
-        subset=PRESET["train_subset"],
-        features=f"{OUT}/features",
-        annotations=f"{OUT}/annotations",
-        out=f"{OUT}/runs/{{experiment}}",
-    threads: config["train"]["threads"]
-    log:
-        f"{OUT}/logs/train/{{experiment}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/train/{{experiment}}.tsv"
-    shell:
-        "{PY} -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
-        " --skipped {input.skipped:q} --subset {params.subset:q} --settings {params.settings:q}"
-        " --out {params.out:q} --threads {threads} 2> {log:q}"
+    rule train:
+        input:
+            features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
+            annotations=ANNOTATION_TABLE,
+            skipped=SKIPPED,
+        output:
+            model=MODEL,
+            log=f"{OUT}/runs/{{experiment}}/log.csv",
+            plot=f"{OUT}/runs/{{experiment}}/loss.png",
+        params:
+            settings=lambda w: wf.as_param(wf.train_settings(config, w.experiment)),
+            subset=PRESET["train_subset"],
+            features=f"{OUT}/features",
+            annotations=f"{OUT}/annotations",
+            out=f"{OUT}/runs/{{experiment}}",
+            # recorded in model.pt, so predict can apply the model to other videos' features made the same way
+            signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
+            localize=wf.as_param(wf.localize_settings(config)),
+        threads: config["train"]["threads"]
+        log:
+            f"{OUT}/logs/train/{{experiment}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/train/{{experiment}}.tsv"
+        shell:
+            "{PY} -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
+            " --skipped {input.skipped:q} --subset {params.subset:q} --settings {params.settings:q}"
+            " --feature-signature {params.signature:q} --localize {params.localize:q}"
+            " --out {params.out:q} --threads {threads} 2> {log:q}"
 
 
 # 7. Each experiment: the test videos' TCAMs become scored segments (ActivityNet results format).
-TEST_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET["test_subset"])
 
-rule localize:
-    input:
-        model=MODEL,
-        features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
-        metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
-        annotations=ANNOTATION_TABLE,
-        skipped=SKIPPED,
-    output:
-        detections=f"{OUT}/runs/{{experiment}}/detections.json",
-        scores=f"{OUT}/runs/{{experiment}}/scores.npz",
-    params:
-        settings=wf.as_param(wf.localize_settings(config)),
-        subset=PRESET["test_subset"],
-        features=f"{OUT}/features",
-        decoded=f"{OUT}/decoded",
-        annotations=f"{OUT}/annotations",
-    threads: config["train"]["threads"]
-    log:
-        f"{OUT}/logs/localize/{{experiment}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/localize/{{experiment}}.tsv"
-    shell:
-        "{PY} -m pipeline.localize --model {input.model:q} --features {params.features:q}"
-        " --decoded {params.decoded:q} --annotations {params.annotations:q} --subset {params.subset:q}"
-        " --skipped {input.skipped:q} --settings {params.settings:q} --detections {output.detections:q}"
-        " --scores {output.scores:q} --threads {threads} 2> {log:q}"
+    rule localize:
+        input:
+            model=MODEL,
+            features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
+            metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
+            annotations=ANNOTATION_TABLE,
+            skipped=SKIPPED,
+        output:
+            detections=f"{OUT}/runs/{{experiment}}/detections.json",
+            scores=f"{OUT}/runs/{{experiment}}/scores.npz",
+        params:
+            settings=wf.as_param(wf.localize_settings(config)),
+            subset=PRESET["test_subset"],
+            features=f"{OUT}/features",
+            decoded=f"{OUT}/decoded",
+            annotations=f"{OUT}/annotations",
+        threads: config["train"]["threads"]
+        log:
+            f"{OUT}/logs/localize/{{experiment}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/localize/{{experiment}}.tsv"
+        shell:
+            "{PY} -m pipeline.localize --model {input.model:q} --features {params.features:q}"
+            " --decoded {params.decoded:q} --annotations {params.annotations:q} --subset {params.subset:q}"
+            " --skipped {input.skipped:q} --settings {params.settings:q} --detections {output.detections:q}"
+            " --scores {output.scores:q} --threads {threads} 2> {log:q}"
 
 
 # 8. Each experiment: detection mAP per tIoU, F1, classification mAP.
-rule evaluate:
-    input:
-        detections=rules.localize.output.detections,
-        scores=rules.localize.output.scores,
-        annotations=rules.annotations.output.table,
-    output:
-        f"{OUT}/runs/{{experiment}}/metrics.json",
-    params:
-        subset=PRESET["test_subset"],
-        tiou=",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
-        protocol=config["evaluation"]["protocol"],
-        annotations=f"{OUT}/annotations",
-    log:
-        f"{OUT}/logs/evaluate/{{experiment}}.log",
-    shell:
-        "{PY} -m pipeline.evaluate {input.detections:q} --annotations {params.annotations:q}"
-        " --subset {params.subset:q} --tiou {params.tiou} --protocol {params.protocol}"
-        " --scores {input.scores:q} --out {output:q} 2> {log:q}"
+    rule evaluate:
+        input:
+            detections=rules.localize.output.detections,
+            scores=rules.localize.output.scores,
+            annotations=rules.annotations.output.table,
+        output:
+            f"{OUT}/runs/{{experiment}}/metrics.json",
+        params:
+            subset=PRESET["test_subset"],
+            tiou=",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
+            protocol=config["evaluation"]["protocol"],
+            annotations=f"{OUT}/annotations",
+        log:
+            f"{OUT}/logs/evaluate/{{experiment}}.log",
+        shell:
+            "{PY} -m pipeline.evaluate {input.detections:q} --annotations {params.annotations:q}"
+            " --subset {params.subset:q} --tiou {params.tiou} --protocol {params.protocol}"
+            " --scores {input.scores:q} --out {output:q} 2> {log:q}"
 
 
 # 9. What each stage cost (Snakemake benchmark records), projected onto the full datasets.
-rule costs:
-    input:
-        decode=lambda w: expand(f"{OUT}/benchmarks/decode/{{video}}.tsv", video=sorted(VIDEOS)),
-        flow=lambda w: expand(f"{OUT}/benchmarks/flow/{{video}}.tsv", video=sorted(VIDEOS)),
-        features=lambda w: expand(f"{OUT}/benchmarks/features/{{video}}.tsv", video=sorted(VIDEOS)),
-        train=expand(f"{OUT}/benchmarks/train/{{experiment}}.tsv", experiment=EXPERIMENTS),
-        localize=expand(f"{OUT}/benchmarks/localize/{{experiment}}.tsv", experiment=EXPERIMENTS),
-        decode_metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
-        flow_metas=lambda w: expand(f"{OUT}/flow/{{video}}/meta.json", video=sorted(VIDEOS)),
-        provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
-    output:
-        COSTS,
-    params:
-        settings=json.dumps(wf.cost_settings(config, EXPERIMENTS), sort_keys=True),
-        test_videos=",".join(TEST_VIDEOS),
-    log:
-        f"{OUT}/logs/costs.log",
-    run:
-        wf.run_stage("costs", input.decode, input.flow, input.features, input.train, input.localize,
-                     "--decode-metas", input.decode_metas, "--flow-metas", input.flow_metas,
-                     "--provenance", input.provenance, "--test-videos", params.test_videos,
-                     "--settings", params.settings, "--out", output, log=log[0])
+    rule costs:
+        input:
+            decode=lambda w: expand(f"{OUT}/benchmarks/decode/{{video}}.tsv", video=sorted(VIDEOS)),
+            flow=lambda w: expand(f"{OUT}/benchmarks/flow/{{video}}.tsv", video=sorted(VIDEOS)),
+            features=lambda w: expand(f"{OUT}/benchmarks/features/{{video}}.tsv", video=sorted(VIDEOS)),
+            train=expand(f"{OUT}/benchmarks/train/{{experiment}}.tsv", experiment=EXPERIMENTS),
+            localize=expand(f"{OUT}/benchmarks/localize/{{experiment}}.tsv", experiment=EXPERIMENTS),
+            decode_metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
+            flow_metas=lambda w: expand(f"{OUT}/flow/{{video}}/meta.json", video=sorted(VIDEOS)),
+            provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
+        output:
+            COSTS,
+        params:
+            settings=json.dumps(wf.cost_settings(config, EXPERIMENTS), sort_keys=True),
+            test_videos=",".join(TEST_VIDEOS),
+        log:
+            f"{OUT}/logs/costs.log",
+        run:
+            wf.run_stage("costs", input.decode, input.flow, input.features, input.train, input.localize,
+                         "--decode-metas", input.decode_metas, "--flow-metas", input.flow_metas,
+                         "--provenance", input.provenance, "--test-videos", params.test_videos,
+                         "--settings", params.settings, "--out", output, log=log[0])
 
 
 # 10. One report comparing the experiments (the paper's Table 3 shape), with its plots.
-rule report:
-    input:
-        metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
-        detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
-        losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
-        provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
-        skipped=SKIPPED,
-        annotations=ANNOTATION_TABLE,
-        costs=COSTS,
-    output:
-        html=report(f"{OUT}/report/report.html", caption="pipeline/report_captions/report.rst",
-                    category="Report"),
-        md=f"{OUT}/report/report.md",
-        ap=report(f"{OUT}/report/ap_per_class.png", caption="pipeline/report_captions/ap_per_class.rst",
-                  category="Plots"),
-        pr=report(f"{OUT}/report/pr_curve.png", caption="pipeline/report_captions/pr_curve.rst", category="Plots"),
-        timelines=report(f"{OUT}/report/timelines.png", caption="pipeline/report_captions/timelines.rst",
-                         category="Plots"),
-    params:
-        preset=config["preset"],
-        experiments=",".join(EXPERIMENTS),
-        subset=PRESET["test_subset"],
-        timelines=wf.localize_config(config)["report_videos"],
-        runs=f"{OUT}/runs",
-        annotations=f"{OUT}/annotations",
-        out=f"{OUT}/report",
-    log:
-        f"{OUT}/logs/report.log",
-    run:
-        wf.run_stage("report", "--preset", params.preset, "--experiments", params.experiments, "--runs", params.runs,
-                     "--annotations", params.annotations, "--subset", params.subset, "--skipped", input.skipped,
-                     "--costs", input.costs, "--timelines", params.timelines, "--out", params.out,
-                     input.provenance, log=log[0])
+    rule report:
+        input:
+            metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
+            detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
+            losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
+            provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
+            skipped=SKIPPED,
+            annotations=ANNOTATION_TABLE,
+            costs=COSTS,
+        output:
+            html=report(f"{OUT}/report/report.html", caption="pipeline/report_captions/report.rst",
+                        category="Report"),
+            md=f"{OUT}/report/report.md",
+            ap=report(f"{OUT}/report/ap_per_class.png", caption="pipeline/report_captions/ap_per_class.rst",
+                      category="Plots"),
+            pr=report(f"{OUT}/report/pr_curve.png", caption="pipeline/report_captions/pr_curve.rst", category="Plots"),
+            timelines=report(f"{OUT}/report/timelines.png", caption="pipeline/report_captions/timelines.rst",
+                             category="Plots"),
+        params:
+            preset=config["preset"],
+            experiments=",".join(EXPERIMENTS),
+            subset=PRESET["test_subset"],
+            timelines=wf.localize_config(config)["report_videos"],
+            runs=f"{OUT}/runs",
+            annotations=f"{OUT}/annotations",
+            out=f"{OUT}/report",
+        log:
+            f"{OUT}/logs/report.log",
+        run:
+            wf.run_stage("report", "--preset", params.preset, "--experiments", params.experiments, "--runs", params.runs,
+                         "--annotations", params.annotations, "--subset", params.subset, "--skipped", input.skipped,
+                         "--costs", input.costs, "--timelines", params.timelines, "--out", params.out,
+                         input.provenance, log=log[0])

@@ -1,17 +1,26 @@
 """decode: any FFmpeg-readable video -> fixed-fps, resized, center-cropped 16-frame snippets.
 
 Output per video:
-- ``frames.npy``: uint8 (n_snippets, snippet_frames, crop, crop, 3), RGB,
-  written as a stream of chunks under a header that is finalised at the end,
-  so memory is bounded by one chunk whatever the video's length; readers open
-  it with ``np.load(mmap_mode="r")``.
-- ``meta.json``: fps, frame and snippet counts, durations, backend, status.
+- ``frames.npy``: uint8 (n_blocks, stride, crop, crop, 3), RGB, in blocks of
+  one snippet stride (with the default stride, the snippet length: one block
+  per snippet), written as a stream of chunks under a header that is
+  finalised at the end, so memory is bounded by one chunk whatever the
+  video's length.
+- ``meta.json``: the sampling (fps, window, stride, short side, crop), frame,
+  block and snippet counts, durations, backend, status.
 
-Frames are resampled to the preset fps by presentation timestamps with the
-rule of FFmpeg's ``fps`` filter (output frame k shows the latest source frame
-whose timestamp rounds to <= k), which handles variable frame rate. The
-resize is bilinear to the preset short side, then the center crop. The tail
-shorter than one snippet is dropped.
+Snippet i is frames [i * stride, i * stride + snippet_frames): with a stride
+shorter than the window, snippets overlap (16 frames every 4 is how
+ActionFormer's THUMOS14 features were made), and n_snippets = n_blocks -
+snippet_frames / stride + 1. Its time span is [i * stride, i * stride +
+snippet_frames] / fps (``pipeline.intervals.snippet_span``).
+
+Frames are resampled to the preset fps (or, with ``fps: native``, to the
+video's own average rate) by presentation timestamps with the rule of FFmpeg's
+``fps`` filter (output frame k shows the latest source frame whose timestamp
+rounds to <= k), which handles variable frame rate. The resize is bilinear to
+the preset short side, then the center crop. The tail shorter than one block
+is dropped.
 
 A video that cannot be used (unreadable, corrupt, no video stream, no frames,
 shorter than one snippet) raises ``DecodeError`` naming the file. Under
@@ -35,7 +44,7 @@ import numpy as np
 
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
-from pipeline.settings import DecodeSettings
+from pipeline.settings import DecodeSettings, from_dict
 
 BACKENDS = ("pyav", "decord")
 
@@ -49,8 +58,9 @@ class DecodeError(Exception):
 # to the first frame, and returns the end time of the last frame.
 
 
-def probe(path: str) -> None:
-    """Raise DecodeError unless FFmpeg opens ``path`` and finds a video stream (same message for every backend)."""
+def probe(path: str) -> float | None:
+    """The video stream's average frame rate (None if unknown); DecodeError unless FFmpeg opens ``path``
+    and finds a video stream (same message for every backend)."""
     import av
 
     try:
@@ -61,6 +71,9 @@ def probe(path: str) -> None:
         if not container.streams.video:
             raise DecodeError(f"{path}: no video stream (streams: "
                               f"{', '.join(s.type for s in container.streams) or 'none'})")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        return float(rate) if rate else None
 
 
 def _pyav_frames(path: str, threads: int) -> Iterator[tuple[float, np.ndarray]]:
@@ -122,12 +135,17 @@ def _decord_frames(path: str, threads: int, batch: int = 16) -> Iterator[tuple[f
 
 def source_frames(path: str, backend: str = "pyav", threads: int = 0):
     """Frames of the first video stream as (time_s, rgb uint8 HxWx3, duration_s or None)."""
-    probe(path)
     if backend == "pyav":
         return _pyav_frames(path, threads)
     if backend == "decord":
         return _decord_frames(path, threads)
     raise ValueError(f"unknown decode backend {backend!r}; choose one of {BACKENDS}")
+
+
+def sampling(settings: DecodeSettings, fps: float) -> dict:
+    """What decides which frames a snippet holds: recorded in every meta and provenance, checked by predict."""
+    return {"fps": fps, "fps_setting": settings.fps, "snippet_frames": settings.snippet_frames,
+            "snippet_stride": settings.stride, "short_side": settings.short_side, "crop": settings.crop}
 
 
 # ------------------------------------------------------------------ numerics
@@ -195,8 +213,16 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
     if os.path.getsize(path) == 0:
         raise DecodeError(f"{path}: empty file (0 bytes)")
 
-    snip, crop = settings.snippet_frames, settings.crop
-    chunk = np.empty((settings.chunk_snippets, snip, crop, crop, 3), np.uint8)
+    block, crop = settings.stride, settings.crop
+    per_snippet = settings.snippet_frames // block  # blocks in one snippet
+    rate = probe(path)
+    if settings.fps == "native":
+        if not rate:
+            raise DecodeError(f"{path}: fps: native, but the video stream records no frame rate")
+        fps = rate
+    else:
+        fps = float(settings.fps)
+    chunk = np.empty((settings.chunk_snippets * per_snippet, block, crop, crop, 3), np.uint8)
     n_out = 0  # resampled frames, including the dropped tail
     n_source = 0
     source_size = None
@@ -214,10 +240,11 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
             source_size = item[1].shape[:2]
             yield item
 
+    per_chunk = chunk.shape[0] * block
     with atomic_path(frames_out) as tmp:
-        writer = NpyAppender(tmp, (snip, crop, crop, 3))
+        writer = NpyAppender(tmp, (block, crop, crop, 3))
         try:
-            gen = resample(counted(frames), settings.fps)
+            gen = resample(counted(frames), fps)
             while True:
                 try:
                     frame = next(gen)
@@ -226,14 +253,14 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
                     break
                 if frame.ndim != 3 or frame.shape[2] != 3:
                     raise DecodeError(f"{path}: unexpected frame shape {frame.shape}")
-                pos = n_out % (snip * settings.chunk_snippets)
-                chunk[pos // snip, pos % snip] = resize_crop(frame, settings.short_side, crop)
+                pos = n_out % per_chunk
+                chunk[pos // block, pos % block] = resize_crop(frame, settings.short_side, crop)
                 n_out += 1
-                if pos + 1 == chunk.shape[0] * snip:
+                if pos + 1 == per_chunk:
                     writer.write(chunk)
                 if bar is not None:
                     bar.update()
-            full = (n_out % (snip * settings.chunk_snippets)) // snip  # complete snippets left in the chunk
+            full = (n_out % per_chunk) // block  # complete blocks left in the chunk
             if full:
                 writer.write(chunk[:full])
         finally:
@@ -242,28 +269,36 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
                 bar.close()
         if n_source == 0:
             raise DecodeError(f"{path}: the video stream has no decodable frames")
-        if writer.count == 0:
-            raise DecodeError(f"{path}: too short: {n_out} frame(s) at {settings.fps:g} fps "
-                              f"({source_end:.2f} s), fewer than one {snip}-frame snippet")
-    n_snippets = writer.count
+        if writer.count < per_snippet:
+            raise DecodeError(f"{path}: too short: {n_out} frame(s) at {fps:g} fps "
+                              f"({source_end:.2f} s), fewer than one {settings.snippet_frames}-frame snippet")
+    n_blocks = writer.count
     return {
         "video": Path(path).stem,
         "source": path,
         "status": "ok",
         "backend": settings.backend,
-        "fps": settings.fps,
-        "snippet_frames": snip,
-        "snippet_duration_s": snip / settings.fps,
-        "n_snippets": n_snippets,
-        "n_frames": n_snippets * snip,
+        **span_fields(settings, fps),
+        "sampling": sampling(settings, fps),
+        "n_blocks": n_blocks,
+        "n_snippets": n_blocks - per_snippet + 1,
+        "n_frames": n_blocks * block,
         "n_frames_resampled": n_out,
         "n_frames_source": n_source,
         "source_size_hw": list(source_size),
+        "source_fps": rate,
         "source_duration_s": source_end,
-        "kept_duration_s": n_snippets * snip / settings.fps,
+        "kept_duration_s": n_blocks * block / fps,
         "short_side": settings.short_side,
         "crop": crop,
     }
+
+
+def span_fields(settings: DecodeSettings, fps: float | None) -> dict:
+    """The meta fields that turn snippet indices into seconds (localize, evaluate, exports)."""
+    return {"fps": fps, "snippet_frames": settings.snippet_frames, "snippet_stride": settings.stride,
+            "snippet_duration_s": settings.snippet_frames / fps if fps else None,
+            "snippet_stride_s": settings.stride / fps if fps else None}
 
 
 def open_frames(path: str | os.PathLike) -> np.ndarray:
@@ -272,15 +307,18 @@ def open_frames(path: str | os.PathLike) -> np.ndarray:
 
 
 def skipped_meta(path: str, settings: DecodeSettings, reason: str) -> dict:
+    fps = None if settings.fps == "native" else float(settings.fps)  # native: no rate was read
     return {"video": Path(path).stem, "source": path, "status": "skipped", "reason": reason,
-            "backend": settings.backend, "fps": settings.fps, "snippet_frames": settings.snippet_frames,
-            "snippet_duration_s": settings.snippet_frames / settings.fps, "n_snippets": 0, "n_frames": 0,
-            "short_side": settings.short_side, "crop": settings.crop}
+            "backend": settings.backend, **span_fields(settings, fps), "sampling": sampling(settings, fps),
+            "n_blocks": 0, "n_snippets": 0, "n_frames": 0, "short_side": settings.short_side, "crop": settings.crop}
 
 
 def run(video: str, frames_out: str, meta_out: str, settings: DecodeSettings, on_bad_video: str,
-        progress: bool = True, startup_s: float | None = None) -> dict:
-    """The stage as the workflow runs it: decode, or record a bad video as skipped."""
+        progress: bool = True, startup_s: float | None = None, name: str | None = None) -> dict:
+    """The stage as the workflow runs it: decode, or record a bad video as skipped.
+
+    ``name``: the video's name in the run (an annotation name such as ActivityNet's ``video_4`` may
+    differ from the file's stem); by default the file's stem."""
     compute = Stopwatch()
     try:
         meta = decode_video(video, frames_out, settings, progress=progress)
@@ -289,9 +327,11 @@ def run(video: str, frames_out: str, meta_out: str, settings: DecodeSettings, on
             raise
         print(f"decode: skipping bad video: {e}", file=sys.stderr)
         with atomic_path(frames_out) as tmp:
-            NpyAppender(tmp, (settings.snippet_frames, settings.crop, settings.crop, 3)).close()
+            NpyAppender(tmp, (settings.stride, settings.crop, settings.crop, 3)).close()
         meta = skipped_meta(video, settings, str(e))
     meta["timing"] = {"startup_s": startup_s, "setup_s": 0.0, "compute_s": compute(), "peak_rss_mb": peak_rss_mb()}
+    if name:
+        meta["video"] = name
     atomic_write_json(meta_out, meta)
     return meta
 
@@ -304,12 +344,13 @@ def main(argv=None) -> int:
     ap.add_argument("--meta", required=True, help="output meta.json")
     ap.add_argument("--settings", default="{}", help="DecodeSettings as JSON")
     ap.add_argument("--on-bad-video", choices=("skip", "fail"), default="skip")
+    ap.add_argument("--name", help="the video's name in the run (default: the file's stem)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    settings = DecodeSettings(**json.loads(args.settings))
+    settings = from_dict(DecodeSettings, json.loads(args.settings), "decode")
     try:
         run(args.video, args.frames, args.meta, settings, args.on_bad_video, progress=not args.no_progress,
-            startup_s=startup_s)
+            startup_s=startup_s, name=args.name)
     except DecodeError as e:
         print(f"decode: error: {e}", file=sys.stderr)
         return 1

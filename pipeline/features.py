@@ -3,7 +3,10 @@
 Output per video: ``{video}.npy`` float32 (n_snippets, 2048) = [RGB 1024 | flow
 1024], the Mixed_5c average pool of each stream, the layout ActionFormer,
 OpenTAD and W-TALC use; ``{video}.json`` the provenance: weights and their
-sha256 (or "random"), settings, preset, library versions, device.
+sha256 (or "random"), settings, the sampling decode recorded (fps, window,
+stride, short side, crop), preset, library versions, device. With a stride
+shorter than the window, snippet i is built from decode's blocks i .. i +
+window / stride - 1, so overlapping snippets need no copy of the frames on disk.
 
 RGB frames go in as x / 255 * 2 - 1 and flow as its uint8 quantization
 mapped the same way, both in [-1, 1], as DeepMind's I3D expects. Snippets
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.flow import dequantize
+from pipeline.flow import DECODE_FIELDS, dequantize
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.runtime import torch_device
@@ -90,11 +93,21 @@ class Extractor:
         return out.float().cpu().numpy()
 
 
-def extract(frames_path, flow_path, out_path, extractor: Extractor, batch_size: int, progress: bool = False) -> dict:
-    frames, flow = NpyRows(frames_path), NpyRows(flow_path)  # snippets read a batch at a time
+def windows(blocks: np.ndarray, per_snippet: int) -> np.ndarray:
+    """(n_blocks, stride, ...) consecutive blocks -> (n_blocks - per_snippet + 1, per_snippet * stride, ...) snippets."""
+    n = len(blocks) - per_snippet + 1
+    if per_snippet == 1:
+        return blocks
+    return np.stack([blocks[i:i + per_snippet].reshape((-1,) + blocks.shape[2:]) for i in range(n)])
+
+
+def extract(frames_path, flow_path, out_path, extractor: Extractor, batch_size: int, progress: bool = False,
+            per_snippet: int = 1) -> dict:
+    """Features of every snippet: ``per_snippet`` consecutive blocks of the frames and flow files (decode's layout)."""
+    frames, flow = NpyRows(frames_path), NpyRows(flow_path)  # blocks read a batch at a time
     if frames.shape[:2] != flow.shape[:2] or frames.shape[2:4] != flow.shape[2:4]:
         raise ValueError(f"{frames_path} {frames.shape} and {flow_path} {flow.shape} do not have the same snippets")
-    n = len(frames)
+    n = max(len(frames) - per_snippet + 1, 0)
     bar = None
     if progress and n:
         from tqdm import tqdm
@@ -105,7 +118,9 @@ def extract(frames_path, flow_path, out_path, extractor: Extractor, batch_size: 
         writer = NpyAppender(tmp, (FEATURE_DIM,), np.float32)
         try:
             for i in range(0, n, batch_size):
-                feats = extractor(np.asarray(frames[i:i + batch_size]), np.asarray(flow[i:i + batch_size]))
+                j = min(i + batch_size, n) + per_snippet - 1  # the blocks of snippets i .. i + batch - 1
+                feats = extractor(windows(np.asarray(frames[i:j]), per_snippet),
+                                  windows(np.asarray(flow[i:j]), per_snippet))
                 if not np.isfinite(feats).all():
                     raise FloatingPointError(f"{frames_path}: non-finite features in snippets {i}..{i + len(feats)}")
                 writer.write(feats)
@@ -127,13 +142,16 @@ def run(frames: str, flow: str, flow_meta: str, out: str, provenance_out: str, s
     extractor = Extractor(settings, runtime)
     setup_s = setup()
     prov = {"video": status["video"], "status": status["status"], "preset": preset,
+            **{k: status.get(k) for k in DECODE_FIELDS if k != "n_snippets"},
             "provenance": provenance_line(extractor.provenance), "weights": extractor.provenance,
             "settings": asdict(settings), "runtime": asdict(runtime), "device": str(extractor.device),
             "flow_settings": status.get("settings"),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}}
     if status["status"] != "ok":
         prov["reason"] = status.get("reason", "")
-    prov.update(extract(frames, flow, out, extractor, runtime.batch_size, progress=progress))
+    per_snippet = (status.get("snippet_frames") or 1) // (status.get("snippet_stride") or 1)
+    prov.update(extract(frames, flow, out, extractor, runtime.batch_size, progress=progress,
+                        per_snippet=per_snippet))
     prov["timing"] = {"startup_s": startup_s, "setup_s": setup_s, "compute_s": prov["seconds"],
                       "peak_rss_mb": peak_rss_mb()}
     atomic_write_json(provenance_out, prov)

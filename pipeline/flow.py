@@ -1,9 +1,11 @@
 """flow: decoded snippets -> TV-L1 optical flow between consecutive frames, quantized to uint8.
 
-Output per video, ``flow.npy``: uint8 (n_snippets, snippet_frames, H, W, 2),
-channels (x, y). Frame t of the video holds the flow from frame t to t+1;
-the last frame, which has no successor (decode drops the tail), repeats the
-flow before it, so every snippet has as many flow fields as frames.
+Output per video, ``flow.npy``: uint8 (n_blocks, stride, H, W, 2), the block
+layout of decode's frames.npy, channels (x, y). Frame t of the video holds
+the flow from frame t to t+1; the last frame, which has no successor (decode
+drops the tail), repeats the flow before it, so every snippet has as many
+flow fields as frames. ``meta.json`` carries decode's sampling forward, so
+features and what reads its provenance see one record of how snippets were made.
 
 Quantization: flow is clipped to [-bound, bound] (20 px) and mapped linearly
 onto 0..255, ``q = floor(255 * (f + bound) / (2 * bound))`` by default
@@ -112,7 +114,7 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
                  runtime: FlowRuntime = FlowRuntime(), progress: bool = False) -> dict:
     """Flow of every consecutive frame pair of one decoded video, written as quantized snippets."""
     flat = NpyRows(frames_path, lead_dims=2)  # single frames, read a batch at a time
-    n_snippets, snip, h, w, _ = flat.full_shape
+    n_blocks, block, h, w, _ = flat.full_shape
     n_frames = len(flat)
     setup = Stopwatch()
     engine = flow_engine(settings, runtime, n_frames - 1) if n_frames else None
@@ -127,7 +129,7 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
     start = time.perf_counter()
     pending = np.empty((0, h, w, 2), np.uint8)  # quantized flows not yet written as whole snippets
     with atomic_path(out_path) as tmp:
-        writer = NpyAppender(tmp, (snip, h, w, 2))
+        writer = NpyAppender(tmp, (block, h, w, 2))
         try:
             gray_prev = None
             for t0 in range(0, n_frames - 1, runtime.batch_size):
@@ -143,29 +145,35 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
                 if t1 == n_frames - 1:  # the last frame has no successor: repeat the last flow
                     q = np.concatenate([q, q[-1:]])
                 pending = np.concatenate([pending, q])
-                whole = len(pending) // snip
+                whole = len(pending) // block
                 if whole:
-                    writer.write(pending[:whole * snip].reshape(whole, snip, h, w, 2))
-                    pending = pending[whole * snip:]
+                    writer.write(pending[:whole * block].reshape(whole, block, h, w, 2))
+                    pending = pending[whole * block:]
                 if bar is not None:
                     bar.update(t1 - t0)
         finally:
             writer.close()
             if bar is not None:
                 bar.close()
-        assert writer.count == n_snippets and len(pending) == 0
+        assert writer.count == n_blocks and len(pending) == 0
     seconds = time.perf_counter() - start
-    return {"n_snippets": n_snippets, "n_pairs": max(n_frames - 1, 0), "seconds": round(seconds, 3),
+    return {"n_blocks": n_blocks, "n_pairs": max(n_frames - 1, 0), "seconds": round(seconds, 3),
             "setup_s": setup_s, "first_batch_s": first_batch_s, "compiled": getattr(engine, "compile", False) is True,
             "pairs_per_s": round((n_frames - 1) / seconds, 3) if n_frames > 1 else None,
             "device": str(engine.device) if engine else None, "settings": asdict(settings),
             "runtime": asdict(runtime)}
 
 
+# decode's record of how snippets were made, carried into flow's meta and features' provenance
+DECODE_FIELDS = ("fps", "snippet_frames", "snippet_stride", "snippet_duration_s", "snippet_stride_s", "n_snippets",
+                 "sampling", "source_duration_s")
+
+
 def run(frames: str, decode_meta: str, flow_out: str, meta_out: str, settings: FlowSettings,
         runtime: FlowRuntime, progress: bool = True, startup_s: float | None = None) -> dict:
     status = json.loads(Path(decode_meta).read_text())
-    meta = {"video": status["video"], "status": status["status"]}
+    meta = {"video": status["video"], "status": status["status"],
+            **{k: status.get(k) for k in DECODE_FIELDS}}
     meta.update(compute_flow(frames, flow_out, settings, runtime, progress=progress))
     meta["timing"] = {"startup_s": startup_s, "setup_s": meta["setup_s"], "compute_s": meta["seconds"],
                       "peak_rss_mb": peak_rss_mb()}

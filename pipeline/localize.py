@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.intervals import interval_iou
+from pipeline.intervals import interval_iou, snippet_span
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.settings import LocalizeSettings
 
@@ -130,10 +130,14 @@ def infer(model, features: np.ndarray, s: LocalizeSettings, topk_divisor: int):
     return (tcam * atn[:, None]).astype(np.float32), scores
 
 
-def to_results(dets: np.ndarray, classes: list[str], snippet_s: float) -> list[dict]:
-    return [{"label": classes[int(c)], "score": round(float(score), 6),
-             "segment": [round(float(a) * snippet_s, 3), round(float(b) * snippet_s, 3)]}
-            for c, a, b, score in dets[np.argsort(-dets[:, 3], kind="stable")]]
+def to_results(dets: np.ndarray, classes: list[str], stride_s: float, window_s: float | None = None) -> list[dict]:
+    """Detections in snippets -> ActivityNet results; a run of snippets [a, b) spans ``snippet_span(a, b)``."""
+    out = []
+    for c, a, b, score in dets[np.argsort(-dets[:, 3], kind="stable")]:
+        start, end = snippet_span(a, b, stride_s, stride_s if window_s is None else window_s)
+        out.append({"label": classes[int(c)], "score": round(float(score), 6),
+                    "segment": [round(float(start), 3), round(float(end), 3)]})
+    return out
 
 
 def run(model_path: str, features_dir: str, decoded_dir: str, videos: list[str], s: LocalizeSettings,
@@ -151,13 +155,13 @@ def run(model_path: str, features_dir: str, decoded_dir: str, videos: list[str],
             continue
         if not np.isfinite(feats).all():
             raise ValueError(f"{path}: non-finite values in the features")
-        meta = json.loads((Path(decoded_dir) / v / "meta.json").read_text())
-        snippet_s = float(meta["snippet_duration_s"])
+        stride_s, window_s = snippet_seconds(json.loads((Path(decoded_dir) / v / "meta.json").read_text()))
         tcam, scores = infer(model, feats, s, ts.topk_divisor)
-        results[v] = to_results(localize(tcam, s, ts.topk_divisor), classes, snippet_s)
+        results[v] = to_results(localize(tcam, s, ts.topk_divisor), classes, stride_s, window_s)
         arrays[f"scores/{v}"] = scores.astype(np.float32)
         arrays[f"tcam/{v}"] = tcam.astype(np.float16)
-        arrays[f"snippet_s/{v}"] = np.float64(snippet_s)
+        arrays[f"snippet_s/{v}"] = np.float64(stride_s)  # the grid step: snippet i starts at i * snippet_s
+        arrays[f"window_s/{v}"] = np.float64(window_s)
     arrays["classes"] = np.asarray(classes)
     atomic_write_json(detections_out, {"version": "vidloc D2-Net", "results": results,
                                        "external_data": {"used": True, "details": "I3D features",
@@ -166,6 +170,12 @@ def run(model_path: str, features_dir: str, decoded_dir: str, videos: list[str],
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
     return results
+
+
+def snippet_seconds(meta: dict) -> tuple[float, float]:
+    """(stride, window) in seconds from a decode meta (older metas: non-overlapping snippets)."""
+    window_s = float(meta["snippet_duration_s"])
+    return float(meta.get("snippet_stride_s") or window_s), window_s
 
 
 def read_scores(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -178,16 +188,29 @@ def read_scores(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, floa
 
 def read_lengths_s(path: str | Path) -> dict[str, float]:
     """video -> seconds covered by its snippets, from scores.npz."""
+    out = {}
     with np.load(path, allow_pickle=False) as z:
-        return {k.split("/", 1)[1]: len(z[k]) * float(z[f"snippet_s/{k.split('/', 1)[1]}"])
-                for k in z.files if k.startswith("tcam/")}
+        for k in z.files:
+            if k.startswith("tcam/"):
+                v = k.split("/", 1)[1]
+                step = float(z[f"snippet_s/{v}"])
+                window = float(z[f"window_s/{v}"]) if f"window_s/{v}" in z.files else step
+                out[v] = float(snippet_span(0, len(z[k]), step, window)[1])
+    return out
 
 
-def read_tcams(path: str | Path, videos) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(classes, video -> re-weighted TCAM (T, C)) for the given videos."""
+def read_tcams(path: str | Path, videos) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(classes, video -> re-weighted TCAM (T, C), video -> snippet centres in seconds (T,)) for the given videos."""
+    tcams, centres = {}, {}
     with np.load(path, allow_pickle=False) as z:
-        return [str(c) for c in z["classes"]], {v: z[f"tcam/{v}"].astype(np.float32) for v in videos
-                                                if f"tcam/{v}" in z.files}
+        for v in videos:
+            if f"tcam/{v}" in z.files:
+                tcams[v] = z[f"tcam/{v}"].astype(np.float32)
+                step = float(z[f"snippet_s/{v}"])
+                window = float(z[f"window_s/{v}"]) if f"window_s/{v}" in z.files else step
+                centres[v] = np.mean(snippet_span(np.arange(len(tcams[v])), np.arange(len(tcams[v])) + 1, step,
+                                                  window), axis=0)
+        return [str(c) for c in z["classes"]], tcams, centres
 
 
 def main(argv=None) -> int:

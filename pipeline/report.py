@@ -64,7 +64,7 @@ def plot_pr(metrics: dict[str, dict], path: Path) -> None:
 
 
 def plot_timelines(videos: list[str], ann, detections: dict, tcams: dict, classes: list[str],
-                   snippet_s: dict[str, float], path: Path, experiment: str) -> None:
+                   centres: dict[str, np.ndarray], path: Path, experiment: str) -> None:
     """Per video: ground truth, detections (shade = score) and the TCAM of the video's classes, in seconds."""
     plt = pyplot()
     colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(classes)}
@@ -74,7 +74,7 @@ def plot_timelines(videos: list[str], ann, detections: dict, tcams: dict, classe
         dets = detections.get(v, [])
         shown = sorted(set(ann.labels_of(v)) | {d["label"] for d in dets}, key=classes.index)
         if tcam is not None:
-            t = (np.arange(len(tcam)) + 0.5) * snippet_s[v]
+            t = centres[v]
             for c in shown:
                 ax.plot(t, tcam[:, classes.index(c)], color=colors[c], lw=1)
         for s in (s for s in ann.segments if s.video == v):
@@ -215,7 +215,7 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
         feature_jsons: list[str], out_dir: str, n_timelines: int, costs_json: str | None = None) -> None:
     from pipeline.annotations import read_table
     from pipeline.evaluate import load_detections
-    from pipeline.localize import read_scores, read_tcams
+    from pipeline.localize import read_tcams
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,15 +226,14 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
     first = experiments[0]
     dets = load_detections(runs / first / "detections.json")
     videos = timeline_videos(ann, subset, dets, n_timelines)
-    classes, tcams = read_tcams(runs / first / "scores.npz", videos)
-    _, snippet_s = read_scores(runs / first / "scores.npz")
+    classes, tcams, centres = read_tcams(runs / first / "scores.npz", videos)
     plots = {"Average precision per class at tIoU 0.5": out / "ap_per_class.png",
              "Precision-recall at tIoU 0.5": out / "pr_curve.png"}
     plot_ap_per_class(metrics, plots["Average precision per class at tIoU 0.5"])
     plot_pr(metrics, plots["Precision-recall at tIoU 0.5"])
     timelines = out / "timelines.png"
     if videos:
-        plot_timelines(videos, ann, dets, tcams, classes, snippet_s, timelines, first)
+        plot_timelines(videos, ann, dets, tcams, classes, centres, timelines, first)
     else:  # nothing localized: an empty figure keeps the outputs complete and says why
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 1))

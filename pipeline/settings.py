@@ -50,13 +50,30 @@ class DemoSettings:
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    fps: float = 25.0
-    snippet_frames: int = 16
+    """How frames are sampled into snippets: snippet i covers frames [i * stride, i * stride + snippet_frames)."""
+
+    fps: float | str = 25.0  # frames per second after resampling, or "native": each video's own average rate
+    snippet_frames: int = 16  # the window: frames per snippet
+    snippet_stride: int | None = None  # frames between snippet starts; None: the window (no overlap)
     short_side: int = 256
     crop: int = 224
     backend: str = "pyav"
     chunk_snippets: int = 4
     threads: int = 0  # decoder threads; 0 lets FFmpeg choose
+
+    def __post_init__(self):
+        if isinstance(self.fps, str) and self.fps != "native":
+            raise ValueError(f"decode: fps must be a number or 'native', not {self.fps!r}")
+        if not isinstance(self.fps, str) and not self.fps > 0:
+            raise ValueError(f"decode: fps must be positive, not {self.fps!r}")
+        if self.snippet_frames < 1 or self.stride < 1 or self.snippet_frames % self.stride:
+            # frames are stored in blocks of one stride, and a snippet is a run of whole blocks
+            raise ValueError(f"decode: snippet_stride {self.stride} must divide snippet_frames "
+                             f"{self.snippet_frames} (e.g. 16 frames every 4, 8 or 16)")
+
+    @property
+    def stride(self) -> int:
+        return self.snippet_stride or self.snippet_frames
 
 
 @dataclass(frozen=True)

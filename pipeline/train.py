@@ -10,7 +10,10 @@ Every ``checkpoint_every`` iterations the whole state (model, optimizer,
 the numpy and torch random states, the log so far) is written atomically
 to ``checkpoint.pt``; a rerun resumes from it and ends with the same
 weights as an uninterrupted run. Outputs: ``model.pt`` (weights, running
-background, classes, settings), ``log.csv``, ``loss.png``.
+background, classes, settings, the preset's localization settings, and the
+signature of the features it was trained on: sampling, flow and weights,
+which predict checks), ``log.csv``,
+``loss.png``.
 """
 from __future__ import annotations
 
@@ -128,7 +131,8 @@ def plot_losses(rows, path: Path, title: str) -> None:
 
 
 def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: TrainSettings, out_dir: str | Path,
-          progress: bool = False, device: str = "auto") -> Path:
+          progress: bool = False, device: str = "auto", feature_signature: dict | None = None,
+          localize: dict | None = None) -> Path:
     """Train (or resume from ``checkpoint.pt``) in ``out_dir``; returns the path of model.pt."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,13 +193,22 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
     _write_log(out / "log.csv", rows)
     plot_losses(rows, out / "loss.png", f"D2-Net ({s.variant})")
     _save(out / "model.pt", {"model": model.state_dict(), "classes": list(classes), "settings": asdict(s),
-                             "feature_dim": feats[0].shape[1]})
+                             "feature_dim": feats[0].shape[1], "features": feature_signature or {},
+                             "localize": localize or {}})
     ckpt_path.unlink(missing_ok=True)
     return out / "model.pt"
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """model.pt as written by ``train`` (tensors and plain data only: ``weights_only``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable model checkpoint: {e}") from None
+
+
 def load_model(path: str | Path) -> tuple[D2Net, list[str], TrainSettings]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     s = TrainSettings(**ckpt["settings"])
     model = build_model(len(ckpt["classes"]), s, ckpt["feature_dim"])
     model.load_state_dict(ckpt["model"])
@@ -241,6 +254,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="run folder")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
+    ap.add_argument("--feature-signature", default="{}",
+                    help="JSON: how the features were made (recorded in model.pt for predict)")
+    ap.add_argument("--localize", default="{}", help="JSON: LocalizeSettings of the preset (recorded for predict)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
@@ -249,7 +265,8 @@ def main(argv=None) -> int:
     feats, labels, classes, names = training_set(args.features, args.annotations, args.subset, skipped)
     s = TrainSettings.from_dict(json.loads(args.settings))
     print(f"train: {len(names)} videos, {len(classes)} classes, {s.iterations} iterations", file=sys.stderr)
-    train(feats, labels, classes, s, args.out, progress=not args.no_progress, device=args.device)
+    train(feats, labels, classes, s, args.out, progress=not args.no_progress, device=args.device,
+          feature_signature=json.loads(args.feature_signature), localize=json.loads(args.localize))
     return 0
 
 

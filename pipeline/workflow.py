@@ -9,6 +9,7 @@ that depend on it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 from dataclasses import asdict
@@ -26,11 +27,22 @@ class ConfigError(ValueError):
 
 
 def preset(config: dict) -> dict:
+    """The chosen preset, with its videos folder replaced by the top-level ``videos`` when that is set."""
     name = config["preset"]
     if name not in config["presets"]:
         raise ConfigError(f"workflow_config: preset {name!r} is not one of the presets "
                           f"({', '.join(sorted(config['presets']))})")
-    return config["presets"][name]
+    p = config["presets"][name]
+    if config.get("videos"):
+        p = {**p, "videos": config["videos"]}
+    if not p["videos"]:
+        raise ConfigError(f"preset {name} needs a folder of videos: --config preset={name} videos=PATH")
+    return p
+
+
+def annotated(config: dict) -> bool:
+    """Whether the preset has annotations (train, evaluate, report); the folder preset has none."""
+    return "annotations" in preset(config)
 
 
 def results_dir(config: dict) -> str:
@@ -60,8 +72,8 @@ def demo_settings(p: dict) -> DemoSettings | None:
 def decode_settings(config: dict) -> DecodeSettings:
     p = preset(config)
     d = config["decode"]
-    return DecodeSettings(fps=p["fps"], snippet_frames=p["snippet_frames"], short_side=p["short_side"],
-                          crop=p["crop"], backend=d["backend"], chunk_snippets=d["chunk_snippets"],
+    return DecodeSettings(fps=p["fps"], snippet_frames=p["snippet_frames"],
+                          snippet_stride=p.get("snippet_stride"), short_side=p["short_side"], crop=p["crop"], backend=d["backend"], chunk_snippets=d["chunk_snippets"],
                           threads=d["threads"])
 
 
@@ -88,6 +100,44 @@ def feature_settings(config: dict) -> FeatureSettings:
 def feature_runtime(config: dict) -> FeatureRuntime:
     f = config["features"]
     return FeatureRuntime(device=f["device"], batch_size=f["batch_size"], threads=f["threads"])
+
+
+def feature_signature(config: dict) -> dict:
+    """What makes features comparable: a model trained on one signature predicts only on features of the same.
+
+    Weight files count by content (their sha256, cached by path, size and mtime), not by path, so a
+    checkpoint moved to another machine still matches.
+    """
+    d, f = decode_settings(config), feature_settings(config)
+
+    def weights(spec: str):
+        return spec if spec in ("kinetics400", "random") else {"sha256": _sha256(spec)}
+
+    flow = asdict(flow_settings(config))
+    flow.pop("backend")  # torch and OpenCV TV-L1 agree to the quantization step (tests/test_tvl1.py)
+    return {"fps": d.fps, "snippet_frames": d.snippet_frames, "snippet_stride": d.stride,
+            "short_side": d.short_side, "crop": d.crop, "flow": flow,
+            "rgb_weights": weights(f.rgb_weights), "flow_weights": weights(f.flow_weights),
+            "random_seed": f.random_seed if "random" in (f.rgb_weights, f.flow_weights) else None}
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sha256(path: str) -> str:
+    try:
+        st = Path(path).stat()
+    except OSError as e:
+        raise ConfigError(f"weights file {path}: {e.strerror or e}") from None
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 def weight_files(config: dict) -> list[str]:
@@ -145,7 +195,8 @@ def check_disk(folder: str, config: dict, durations_s: list[float], running: int
 
     p = preset(config)
     keep = p.get("keep_intermediates", False)
-    sizes = sorted((intermediate_bytes(d * p["fps"], p["crop"]) for d in durations_s if math.isfinite(d)),
+    fps = 30.0 if p["fps"] == "native" else p["fps"]  # native: most videos are at most 30 fps
+    sizes = sorted((intermediate_bytes(d * fps, p["crop"]) for d in durations_s if math.isfinite(d)),
                    reverse=True)
     in_flight = len(sizes) if keep else min(len(sizes), running + 1)
     need = sum(sizes[:in_flight])
@@ -153,7 +204,7 @@ def check_disk(folder: str, config: dict, durations_s: list[float], running: int
     if need > free:
         raise ConfigError(
             f"results_dir {folder}: the decoded frames and flow of {in_flight} video(s) in flight need about "
-            f"{need / 1e9:.1f} GB (frames x {p['crop']}^2 x 3 + flow x {p['crop']}^2 x 2 bytes at {p['fps']:g} fps), "
+            f"{need / 1e9:.1f} GB (frames x {p['crop']}^2 x 3 + flow x {p['crop']}^2 x 2 bytes at {fps:g} fps), "
             f"but only {free / 1e9:.1f} GB are free there. Free space, point results_dir elsewhere"
             + (", or set keep_intermediates: false" if keep else ", or run fewer jobs at once (--cores)") + ".")
 
@@ -212,6 +263,14 @@ def videos(config: dict) -> dict[str, Video]:
     per ``on_missing_video``.
     """
     p = preset(config)
+    if "annotations" not in p:  # the folder preset: every video file, named by its stem
+        from pipeline.videos import find_videos
+
+        found = find_videos(p["videos"], config["video_extensions"])
+        if not found:
+            raise ConfigError(f"videos folder {p['videos']}: no video files "
+                              f"(looked for {', '.join(config['video_extensions'])})")
+        return {v: Video(path, "folder", math.nan) for v, path in found.items()}
     demo = demo_settings(p)
     if demo is not None:
         return {v: Video(f"{p['videos']}/{v}.mp4", subset, demo.max_duration_s)

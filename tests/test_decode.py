@@ -275,3 +275,70 @@ def test_peak_memory_does_not_grow_with_video_length(tmp_path):
     decoded_mb = (tmp_path / "l.npy").stat().st_size / 2**20
     assert decoded_mb > 600  # the long video's frames would dominate memory if they were held
     assert long - short < 40, f"peak RSS grew from {short:.0f} MB to {long:.0f} MB with video length"
+
+
+# ------------------------------------------------------------ snippet sampling
+
+
+def snippet_frames(frames_npy, meta):
+    """Snippet i as the frame indices it holds: blocks i .. i + window/stride - 1, as features reads them."""
+    from pipeline.features import windows
+
+    blocks = open_frames(frames_npy)
+    per = meta["snippet_frames"] // meta["snippet_stride"]
+    return [[frame_index(f) for f in snip] for snip in windows(np.asarray(blocks), per)]
+
+
+@pytest.mark.parametrize("stride", [4, 8, 16])
+def test_overlapping_snippets_start_every_stride(tmp_path, videos, stride):
+    d, _ = videos
+    s = DecodeSettings(**{**SMALL.__dict__, "snippet_stride": stride})
+    meta = decode_video(d / "cfr25.mp4", tmp_path / "f.npy", s)
+    n = (41 - 16) // stride + 1  # every window that fits in 41 frames
+    assert meta["n_snippets"] == n and meta["snippet_stride"] == stride
+    assert meta["snippet_stride_s"] == pytest.approx(stride / 25) and meta["snippet_duration_s"] == 0.64
+    snippets = snippet_frames(tmp_path / "f.npy", meta)
+    assert snippets == [list(range(i * stride, i * stride + 16)) for i in range(n)]
+
+
+def test_stride_must_divide_the_window():
+    with pytest.raises(ValueError, match="snippet_stride 5 must divide snippet_frames 16"):
+        DecodeSettings(snippet_stride=5)
+    with pytest.raises(ValueError, match="fps must be a number or 'native'"):
+        DecodeSettings(fps="auto")
+
+
+def test_snippet_spans_follow_from_fps_window_and_stride():
+    from pipeline.intervals import snippet_span
+
+    start, end = snippet_span(np.arange(3), np.arange(3) + 1, 4 / 25, 16 / 25)
+    assert np.allclose(start, [0, 0.16, 0.32]) and np.allclose(end, [0.64, 0.8, 0.96])
+    assert np.allclose(snippet_span(2, 5, 0.64, 0.64), (1.28, 3.2))  # no overlap: [a, b) * window
+    assert np.allclose(snippet_span(2, 5, 0.16, 0.64), (0.32, 1.28))  # last start 4 * 0.16, plus one window
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_native_fps_keeps_every_source_frame(tmp_path, videos, backend):
+    d, _ = videos
+    s = DecodeSettings(**{**SMALL.__dict__, "fps": "native", "backend": backend})
+    meta = decode_video(d / "cfr30.mp4", tmp_path / "f.npy", s)
+    assert meta["fps"] == pytest.approx(30) and meta["sampling"]["fps_setting"] == "native"
+    assert meta["snippet_duration_s"] == pytest.approx(16 / 30) and meta["n_frames_resampled"] == 41
+    assert decoded_indices(tmp_path / "f.npy") == list(range(32))
+
+
+def test_variable_frame_rate_snippet_spans_hold_the_frames_shown_then(tmp_path, videos):
+    """With a VFR source and overlapping snippets, snippet i's frames are the source frames on screen in its span."""
+    from pipeline.intervals import snippet_span
+
+    d, times = videos
+    s = DecodeSettings(**{**SMALL.__dict__, "snippet_frames": 8, "snippet_stride": 2, "fps": 10})
+    meta = decode_video(d / "vfr.mp4", tmp_path / "f.npy", s)
+    snippets = snippet_frames(tmp_path / "f.npy", meta)
+    assert len(snippets) == meta["n_snippets"] >= 3
+    for i, got in enumerate(snippets):
+        a, b = snippet_span(i, i + 1, meta["snippet_stride_s"], meta["snippet_duration_s"])
+        # output frame k at time k / fps shows the last source frame whose time rounds to <= k
+        want = [max(j for j, t in enumerate(times) if math.floor(t * 10 + 0.5) <= k)
+                for k in range(round(float(a) * 10), round(float(b) * 10))]
+        assert got == want

@@ -100,3 +100,21 @@ def test_wtalc_import(tmp_path):
     np.save(tmp_path / "bad.npy", _object_array([np.zeros((4, 1024), np.float32)]), allow_pickle=True)
     with pytest.raises(ValueError, match=r"bad\.npy\[0\] \(video_a\): shape \(4, 1024\), expected \(T, 2048\)"):
         import_wtalc(tmp_path / "bad.npy", tmp_path / "videoname.npy", tmp_path / "o3")
+
+
+def test_overlapping_snippets_are_the_same_frames_as_the_aligned_non_overlapping_ones(tmp_path):
+    """Blocks of 4 frames, snippets of 16 every 4: snippet 4k holds exactly non-overlapping snippet k's frames."""
+    frames16, flow16 = write_inputs(tmp_path, 3)
+    blocks = tmp_path / "b"
+    blocks.mkdir()
+    for src, dst, c in ((frames16, blocks / "frames.npy", 3), (flow16, blocks / "flow.npy", 2)):
+        w = NpyAppender(dst, (4, 64, 64, c))
+        w.write(np.load(src).reshape(12, 4, 64, 64, c))
+        w.close()
+    ex = Extractor(RANDOM)
+    extract(frames16, flow16, tmp_path / "a.npy", ex, batch_size=2)
+    meta = extract(blocks / "frames.npy", blocks / "flow.npy", tmp_path / "o.npy", ex, batch_size=3, per_snippet=4)
+    a, o = np.load(tmp_path / "a.npy"), np.load(tmp_path / "o.npy")
+    assert meta["n_snippets"] == 9 and o.shape == (9, 2048)  # 12 blocks: starts 0..8
+    assert np.allclose(o[::4], a, atol=1e-5)
+    assert np.abs(o[1] - a[0]).max() > 100 * np.abs(o[4] - a[1]).max()  # an in-between snippet is its own

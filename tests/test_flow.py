@@ -40,7 +40,7 @@ def test_flow_layout_and_last_frame(tmp_path, decoded):
     meta = compute_flow(decoded / "frames.npy", tmp_path / "flow.npy", FAST, EAGER)
     flow = np.load(tmp_path / "flow.npy", mmap_mode="r")
     assert flow.shape == (4, 16, 64, 64, 2) and flow.dtype == np.uint8
-    assert meta["n_pairs"] == 63 and meta["n_snippets"] == 4
+    assert meta["n_pairs"] == 63 and meta["n_blocks"] == 4
     seq = flow.reshape(64, 64, 64, 2)
     assert np.array_equal(seq[-1], seq[-2])  # the last frame repeats the flow before it
     assert seq.std() > 0.5  # the background scrolls: the flow is not all zero

@@ -106,3 +106,13 @@ def test_an_unknown_setting_is_an_error_naming_it():
     with pytest.raises(ValueError, match="unknown localization setting.s.: nms_iuo"):
         LocalizeSettings.from_dict({"nms_iuo": 0.3})
     assert LocalizeSettings.from_dict({"thresholds": [0.1, 0.5, 0.1]}).thresholds == (0.1, 0.5, 0.1)
+
+
+def test_detections_of_overlapping_snippets_end_one_window_after_the_last_start():
+    from pipeline.localize import to_results
+
+    dets = np.array([[1, 2, 5, 0.9]])  # class 1, snippets 2..4
+    (d,) = to_results(dets, ["a", "b"], 0.16, 0.64)  # 16 frames every 4 at 25 fps
+    assert d["label"] == "b" and d["segment"] == [0.32, 1.28]
+    (d,) = to_results(dets, ["a", "b"], 0.64)  # no overlap: [2, 5) * 0.64
+    assert d["segment"] == [1.28, 3.2]
