@@ -385,3 +385,24 @@ if ANNOTATED:
                          "--annotations", params.annotations, "--subset", params.subset, "--skipped", input.skipped,
                          "--costs", input.costs, "--timelines", params.timelines, "--out", params.out,
                          input.provenance, log=log[0])
+
+
+    # 11. `snakemake --cores all export` (not part of `all`): the features and annotations in the layouts
+    # W-TALC/3C-Net/D2-Net and ActionFormer/OpenTAD read as they are.
+    rule export:
+        input:
+            features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=sorted(VIDEOS)),
+            index=INDEX,
+            annotations=ANNOTATION_TABLE,
+        output:
+            wtalc=directory(f"{OUT}/export/wtalc"),
+            actionformer=directory(f"{OUT}/export/actionformer"),
+        params:
+            subsets=f"{PRESET['train_subset']},{PRESET['test_subset']}",
+            annotations=f"{OUT}/annotations",
+            out=f"{OUT}/export",
+        log:
+            f"{OUT}/logs/export.log",
+        run:
+            wf.run_stage("export", input.features, "--preset", config["preset"], "--annotations", params.annotations,
+                         "--index", input.index, "--subsets", params.subsets, "--out", params.out, log=log[0])

@@ -397,8 +397,8 @@ def write_table(ann: Annotations, out_dir: str | os.PathLike) -> None:
     seg_rows = lambda segs: [(s.video, s.subset, s.label, s.start_s, s.end_s, s.duration) for s in segs]
     atomic_write_text(out / "annotations.tsv", tsv(seg_rows(ann.segments), TABLE_COLUMNS))
     atomic_write_text(out / "ambiguous.tsv", tsv(seg_rows(ann.ambiguous), TABLE_COLUMNS))
-    atomic_write_text(out / "videos.tsv", tsv([(v, s, d) for v, (s, d) in sorted(ann.videos.items())],
-                                              ("video", "subset", "duration")))
+    video_rows = [(v, s, d, ann.aliases.get(v, "")) for v, (s, d) in sorted(ann.videos.items())]
+    atomic_write_text(out / "videos.tsv", tsv(video_rows, ("video", "subset", "duration", "alias")))
     atomic_write_text(out / "classes.txt", "".join(c + "\n" for c in ann.classes))
 
 
@@ -414,9 +414,11 @@ def read_table(folder: str | os.PathLike) -> Annotations:
         return [Segment(r["video"], r["subset"], r["label"], float(r["start_s"]), float(r["end_s"]),
                         float(r["duration"]), source=f"{folder / name}") for r in rows(name)]
 
-    videos = {r["video"]: (r["subset"], float(r["duration"])) for r in rows("videos.tsv")}
+    video_rows = rows("videos.tsv")
+    videos = {r["video"]: (r["subset"], float(r["duration"])) for r in video_rows}
+    aliases = {r["video"]: r["alias"] for r in video_rows if r.get("alias")}  # ActivityNet: YouTube ids
     return Annotations(read_classes(folder / "classes.txt"), segs("annotations.tsv"), segs("ambiguous.tsv"),
-                       videos, source=str(folder))
+                       videos, source=str(folder), aliases=aliases)
 
 
 def _fmt(x) -> str:

@@ -26,8 +26,9 @@ def snakemake(workdir, override: dict, *args, check=True):
     """Run the repository's Snakefile in ``workdir`` with workflow_config.yaml plus ``override``."""
     workdir = Path(workdir)
     (workdir / "override.yaml").write_text(yaml.safe_dump(override, allow_unicode=True))
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(REPO / "workflow_config.yaml"), str(workdir / "override.yaml"), *args]
+    # targets and options first: --configfile takes every word after it
+    cmd = [SNAKEMAKE, *args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+           "--configfile", str(REPO / "workflow_config.yaml"), str(workdir / "override.yaml")]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     out = r.stdout + r.stderr
     if check and r.returncode != 0:
@@ -113,7 +114,7 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     meta = json.loads((out / "decoded" / "demo_test_0001" / "meta.json").read_text())
     assert meta["status"] == "ok" and meta["n_snippets"] >= 4 and meta["fps"] == 25
     frames = np.load(out / "decoded" / "demo_test_0001" / "frames.npy", mmap_mode="r")
-    assert frames.shape == (meta["n_snippets"], 16, 112, 112, 3)
+    assert frames.shape == (meta["n_snippets"], 16, 112, 112, 3)  # blocks of one stride: the window by default
     table = (out / "annotations" / "annotations.tsv").read_text().splitlines()
     assert table[0] == "video\tsubset\tlabel\tstart_s\tend_s\tduration" and len(table) == 4
     flow = np.load(out / "flow" / "demo_test_0001" / "flow.npy", mmap_mode="r")
@@ -146,6 +147,15 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     names = zipfile.ZipFile(tmp_path / "snakemake_report.zip").namelist()
     for plot in ("report.html", "ap_per_class.png", "pr_curve.png", "timelines.png"):
         assert any(n.endswith("/" + plot) for n in names), names
+
+    # `export` writes the W-TALC and ActionFormer layouts from the same features (tests/test_export.py reads them
+    # as those projects do).
+    snakemake(tmp_path, override, "export")
+    wtalc = np.load(out / "export" / "wtalc" / "demo-I3D-JOINTFeatures.npy", encoding="bytes", allow_pickle=True)
+    assert [len(f) for f in wtalc] == [json.loads((out / "decoded" / v / "meta.json").read_text())["n_snippets"]
+                                       for v in ("demo_validation_0001", "demo_validation_0002", "demo_test_0001")]
+    database = json.loads((out / "export" / "actionformer" / "database.json").read_text())["database"]
+    assert sorted(database) == ["demo_test_0001", "demo_validation_0001", "demo_validation_0002"]
 
     _, dry = snakemake(tmp_path, override, "-n")
     assert planned_jobs(dry) == {}  # a second run does nothing

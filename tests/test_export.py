@@ -1,0 +1,179 @@
+"""Exports read back the way W-TALC/D2-Net and ActionFormer/OpenTAD read them, and round trips against our tables."""
+import io
+import json
+import pickletools
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, thumos_dir
+from pipeline.annotations import read_thumos14_txt, read_wtalc_npy, write_table
+from pipeline.export import run, save_object_npy
+from pipeline.feature_index import COLUMNS
+
+# What numpy 1.x pickles of object arrays reference; numpy 2 also resolves these (numpy.core aliases).
+NUMPY1_GLOBALS = {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+
+
+def pickle_globals(path) -> tuple[set[str], int]:
+    """(GLOBAL references, protocol) of an object .npy's pickle stream."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        stream = io.BytesIO(f.read())
+    names, proto = set(), 0
+    for op, arg, _ in pickletools.genops(stream):
+        if op.name in ("GLOBAL", "STACK_GLOBAL"):
+            names.add(arg if op.name == "GLOBAL" else "STACK_GLOBAL")
+        if op.name == "PROTO":
+            proto = arg
+    return names, proto
+
+
+def write_features(out, ann, videos, rng, stride=16, window=16, fps=25.0, skipped=()):
+    """features/<video>.npy and index.tsv as the features and feature_index stages write them."""
+    fdir = out / "features"
+    fdir.mkdir(parents=True)
+    rows, paths = [], []
+    for v in videos:
+        n = 0 if v in skipped else int(rng.integers(5, 30))
+        np.save(fdir / f"{v}.npy", rng.standard_normal((n, 2048)).astype(np.float32))
+        paths.append(str(fdir / f"{v}.npy"))
+        duration = max([s.end_s for s in ann.segments if s.video == v] + [0]) + 7.5  # as decode measures it
+        rows.append([v, "skipped" if v in skipped else "ok", n, fps, window, stride, duration,
+                     "corrupt" if v in skipped else ""])
+    (fdir / "index.tsv").write_text("\t".join(COLUMNS) + "\n" + "".join(
+        "\t".join(str(x) for x in r) + "\n" for r in rows))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def thumos_export(tmp_path_factory):
+    """Ten real THUMOS14 videos (five validation, five test, with ambiguous segments) and random features."""
+    tmp = tmp_path_factory.mktemp("export")
+    root = thumos_dir()
+    full = read_thumos14_txt({"validation": root / "annotations_val", "test": root / "annotations_test"})
+    amb = sorted({s.video for s in full.ambiguous})
+    val = sorted(v for v, (s, _) in full.videos.items() if s == "validation")[:5]
+    test = amb[:3] + sorted(v for v, (s, _) in full.videos.items() if s == "test" and v not in amb)[:2]
+    ann = full.restrict_to(val + test)
+    write_table(ann, tmp / "annotations")
+    paths = write_features(tmp, ann, val + test, np.random.default_rng(0), skipped={test[-1]})
+    run("thumos14", str(tmp / "annotations"), str(tmp / "features" / "index.tsv"), paths, str(tmp / "export"),
+        ["validation", "test"])
+    return tmp, ann, val + test, test[-1]
+
+
+def test_wtalc_layout_loads_as_wtalc_and_d2net_load_it(thumos_export):
+    tmp, ann, videos, skipped = thumos_export
+    w = tmp / "export" / "wtalc"
+    adir = w / "Thumos14reduced-Annotations"
+    # W-TALC's Dataset.__init__: features with encoding='bytes', the rest as plain pickles
+    features = np.load(w / "Thumos14reduced-I3D-JOINTFeatures.npy", encoding="bytes", allow_pickle=True)
+    labels = np.load(adir / "labels_all.npy", allow_pickle=True)
+    classlist = np.load(adir / "classlist.npy", allow_pickle=True)
+    subset = np.load(adir / "subset.npy", allow_pickle=True)
+    names = np.load(adir / "videoname.npy", allow_pickle=True)
+    duration = np.load(adir / "duration.npy", allow_pickle=True)
+    segments = np.load(adir / "segments.npy", allow_pickle=True)
+    assert classlist.dtype.kind == "S" and subset.dtype.kind == "S" and names.dtype.kind == "S"
+    assert duration.shape == (10, 1) and duration.dtype == np.float64
+    train_idx = [i for i, s in enumerate(subset) if s.decode("utf-8") == "validation"]
+    assert train_idx == list(range(5))  # validation first, as the original set
+    # utils.strlist2multihot: every label is found among classlist[i].decode('utf-8')
+    decoded = [c.decode("utf-8") for c in classlist]
+    for labs in labels:
+        assert labs and all(isinstance(lab, str) and lab in decoded for lab in labs)
+    order = [n.decode() for n in names]
+    assert sorted(order[:5]) == order[:5] and set(order) == set(videos)
+    for i, v in enumerate(order):
+        f = features[i]
+        assert f.dtype == np.float32 and f.shape[1:] == (2048,)
+        want = np.load(tmp / "features" / f"{v}.npy")
+        assert np.array_equal(f, want) if v != skipped else f.shape == (0, 2048)
+        assert len(segments[i]) == len(np.load(adir / "labels.npy", allow_pickle=True)[i])
+    amb = (adir / "Ambiguous_test.txt").read_text().splitlines()
+    assert amb and all(len(line.split(" ")[2:4]) == 2 for line in amb)  # D2-Net: line.split(' ')[2:4]
+
+
+def test_wtalc_pickles_are_what_numpy_1_writes(thumos_export):
+    tmp, *_ = thumos_export
+    w = tmp / "export" / "wtalc"
+    for path in [w / "Thumos14reduced-I3D-JOINTFeatures.npy",
+                 *[w / "Thumos14reduced-Annotations" / f"{n}.npy" for n in ("segments", "labels", "labels_all")]]:
+        names, proto = pickle_globals(path)
+        assert names <= NUMPY1_GLOBALS and proto <= 3, (path.name, names, proto)
+
+
+def test_wtalc_export_round_trips_through_our_reader(thumos_export):
+    tmp, ann, *_ = thumos_export
+    back = read_wtalc_npy(tmp / "export" / "wtalc" / "Thumos14reduced-Annotations")
+    key = lambda segs: sorted((s.video, s.subset, s.label, s.start_s, s.end_s) for s in segs)
+    from pipeline.feature_index import read_index
+
+    measured = {r["video"]: r["duration_s"] for r in read_index(tmp / "features" / "index.tsv")}
+    assert back.classes == ann.classes and back.videos == {v: (s, measured[v]) for v, (s, _) in ann.videos.items()}
+    assert key(back.segments) == key(ann.segments) and key(back.ambiguous) == key(ann.ambiguous)
+
+
+def test_actionformer_layout_loads_as_their_dataset_does(thumos_export):
+    tmp, ann, videos, skipped = thumos_export
+    a = tmp / "export" / "actionformer"
+    info = json.loads((a / "export_info.json").read_text())
+    overlay = yaml.safe_load((a / "config_overlay.yaml").read_text())["dataset"]
+    assert (info["feat_stride"], info["num_frames"], info["default_fps"]) == (16, 16, 25.0)
+    assert overlay["feat_stride"] == 16 and overlay["file_prefix"] == "" and info["left_out"] == [skipped]
+    db = json.loads((a / "database.json").read_text())["database"]
+    # THUMOS14Dataset._load_json_db: label -> label_id over all videos, which must cover num_classes
+    label_dict = {act["label"]: act["label_id"] for v in db.values() for act in v["annotations"]}
+    assert all(label_dict[c] == ann.classes.index(c) for c in label_dict)
+    assert (a / "category_idx.txt").read_text().splitlines() == ann.classes
+    found = 0
+    for key, value in db.items():
+        if value["subset"].lower() not in ["validation", "test"]:
+            continue
+        feat_file = a / overlay["feat_folder"] / (overlay["file_prefix"] + key + overlay["file_ext"])
+        feats = np.load(feat_file).astype(np.float32)
+        found += 1
+        assert feats.shape[1] == overlay["input_dim"] and value["frame"] == round(value["duration"] * value["fps"])
+        assert np.array_equal(feats, np.load(tmp / "features" / f"{key}.npy"))
+        segs = np.asarray([act["segment"] for act in value["annotations"]], np.float32)
+        grid = (segs * overlay["default_fps"] - 0.5 * overlay["num_frames"]) / overlay["feat_stride"]
+        want = sorted((s.start_s, s.end_s) for s in ann.segments if s.video == key)
+        assert np.allclose(sorted(map(tuple, segs)), want) and np.all(grid[:, 1] > grid[:, 0])
+    assert found == len(videos) - 1
+
+
+def test_activitynet_export_keys_videos_by_youtube_id(tmp_path):
+    full = read_wtalc_npy(REPO / "data" / "activitynet12" / "ActivityNet1.2-Annotations")
+    videos = [v for v in sorted(full.videos) if full.videos[v][0] == "training"][:3] + \
+             [v for v in sorted(full.videos) if full.videos[v][0] == "validation"][:2]
+    ann = full.restrict_to(videos)
+    write_table(ann, tmp_path / "annotations")
+    paths = write_features(tmp_path, ann, videos, np.random.default_rng(1))
+    run("activitynet12", str(tmp_path / "annotations"), str(tmp_path / "features" / "index.tsv"), paths,
+        str(tmp_path / "export"), ["training", "validation"])
+    a = tmp_path / "export" / "actionformer"
+    db = json.loads((a / "database.json").read_text())["database"]
+    assert set(db) == {ann.aliases[v] for v in videos}
+    for v in videos:
+        assert (a / "features" / f"v_{ann.aliases[v]}.npy").exists()
+    assert (tmp_path / "export" / "wtalc" / "ActivityNet1.2-I3D-JOINTFeatures.npy").exists()
+    assert json.loads((a / "export_info.json").read_text())["file_prefix"] == "v_"
+
+
+def test_object_npy_streams_lazy_elements(tmp_path):
+    from pipeline.export import _LazyArray
+
+    loads = []
+
+    def make(i):
+        def load():
+            loads.append(i)
+            return np.full((2, 3), i, np.float32)
+        return _LazyArray(load)
+
+    save_object_npy(tmp_path / "x.npy", [make(i) for i in range(4)])
+    x = np.load(tmp_path / "x.npy", allow_pickle=True)
+    assert loads == [0, 1, 2, 3] and [float(a[0, 0]) for a in x] == [0, 1, 2, 3]
