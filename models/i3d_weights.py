@@ -38,7 +38,8 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_strict(model: torch.nn.Module, state: dict, source: str) -> torch.nn.Module:
+def load_strict(model: torch.nn.Module, state: dict, source: str,
+                layout: str = "an I3D checkpoint in pytorch-i3d layout") -> torch.nn.Module:
     """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error naming it."""
     own = model.state_dict()
     optional = {k for k in own if k.endswith("num_batches_tracked")}
@@ -51,7 +52,7 @@ def load_strict(model: torch.nn.Module, state: dict, source: str) -> torch.nn.Mo
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:8])}"
                          + (" ..." if len(unexpected) > 8 else ""))
-        raise WeightsError(f"{source}: not an I3D checkpoint in pytorch-i3d layout: {'; '.join(parts)}")
+        raise WeightsError(f"{source}: not {layout}: {'; '.join(parts)}")
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise WeightsError(f"{source}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")

