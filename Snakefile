@@ -19,6 +19,8 @@ from pipeline import workflow as wf
 min_version("9.0")
 
 configfile: "workflow_config.yaml"
+# Nested --config values arrive as strings ('flow={bound: 15}'): typed as the schema declares, then checked.
+config.update(wf.typed_overrides(config, f"{workflow.basedir}/pipeline/schemas/config.schema.yaml"))
 validate(config, "pipeline/schemas/config.schema.yaml")
 report: "pipeline/report_captions/workflow.rst"
 

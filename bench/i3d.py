@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.i3d import InceptionI3d  # noqa: E402
-from models.i3d_weights import load_kinetics_rgb  # noqa: E402
+from pipeline.features import kinetics_rgb  # noqa: E402
 
 
 def rate(model, x, batch, device, channels_last=False, inference=False, bf16=False, repeat=1) -> float:
@@ -51,7 +51,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    streams = {"rgb": (load_kinetics_rgb().eval(), 3), "flow": (InceptionI3d(400, 2).eval(), 2)}
+    streams = {"rgb": (kinetics_rgb().eval(), 3), "flow": (InceptionI3d(400, 2).eval(), 2)}
     print(f"torch {torch.__version__}, {args.threads} CPU threads, {args.snippets} snippets of 16x{args.size}x{args.size}")
     for name, (model, c) in streams.items():
         x = torch.rand(args.snippets, c, 16, args.size, args.size) * 2 - 1

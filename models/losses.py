@@ -1,7 +1,7 @@
 """D2-Net's losses: the discriminative loss L_Dis and the denoising loss L_D = L_DS + L_DV (pDMI).
 
 Pure functions of tensors, following the reference code (naraysa/D2-Net
-train.py and pdmi.py; ../shared/reference/d2net_reference.md section 3)
+train.py and pdmi.py; docs/d2net.md)
 with its bugs fixed where noted:
 
 - FIX (pairing rows): the reference writes the fg-bg separation term of the

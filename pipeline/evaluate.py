@@ -1,6 +1,6 @@
 """evaluate: detection mAP at tIoU thresholds, F1 at tIoU 0.5 and video-level classification mAP.
 
-Two protocols (../shared/reference/d2net_reference.md section 8):
+Two protocols (docs/evaluation.md compares them):
 
 - ``activitynet`` (default): the rules of ActivityNet's
   ``Evaluation/eval_detection.py``. Segments in continuous seconds; detections

