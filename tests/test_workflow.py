@@ -113,11 +113,11 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     meta = json.loads((out / "decoded" / "demo_test_0001" / "meta.json").read_text())
     assert meta["status"] == "ok" and meta["n_snippets"] >= 4 and meta["fps"] == 25
     frames = np.load(out / "decoded" / "demo_test_0001" / "frames.npy", mmap_mode="r")
-    assert frames.shape == (meta["n_snippets"], 16, 112, 112, 3)  # blocks of one stride: the window by default
+    assert frames.shape == (meta["n_snippets"], 16, 80, 80, 3)  # blocks of one stride: the window by default
     table = (out / "annotations" / "annotations.tsv").read_text().splitlines()
     assert table[0] == "video\tsubset\tlabel\tstart_s\tend_s\tduration" and len(table) == 4
     flow = np.load(out / "flow" / "demo_test_0001" / "flow.npy", mmap_mode="r")
-    assert flow.shape == (meta["n_snippets"], 16, 112, 112, 2) and flow.dtype == np.uint8
+    assert flow.shape == (meta["n_snippets"], 16, 80, 80, 2) and flow.dtype == np.uint8
     features = np.load(out / "features" / "demo_test_0001.npy")
     assert features.shape == (meta["n_snippets"], 2048) and np.isfinite(features).all()
     provenance = json.loads((out / "features" / "demo_test_0001.json").read_text())
