@@ -44,6 +44,7 @@ import numpy as np
 
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
+from pipeline.progress import progress_bar
 from pipeline.settings import DecodeSettings, from_dict
 
 BACKENDS = ("pyav", "decord")
@@ -227,11 +228,7 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
     n_source = 0
     source_size = None
     frames = source_frames(path, settings.backend, settings.threads)  # raises before any output for bad files
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(desc=Path(path).name, unit="frame", file=sys.stderr)
+    bar = progress_bar(desc=Path(path).name, unit="frame") if progress else None
 
     def counted(frames):
         nonlocal n_source, source_size

@@ -200,12 +200,9 @@ def generate(root: str | Path, s: DemoSettings, progress: bool = True) -> dict:
     manifest = {"settings": asdict(s), "classes": list(CLASSES), "videos": {}}
     rows = {(suffix, c): [] for suffix in SPLITS.values() for c in CLASSES}
     names = [(sub, v) for sub, vs in video_names(s).items() for v in vs]
-    it = names
-    if progress:
-        from tqdm import tqdm
+    from pipeline.progress import progress_bar
 
-        it = tqdm(names, desc="demo videos", unit="video", file=sys.stderr)
-    for index, (subset, name) in enumerate(it):
+    for index, (subset, name) in enumerate(progress_bar(names, desc="demo videos", unit="video", enabled=progress)):
         rng = np.random.default_rng([s.seed, index])
         n_frames, actions = plan_video(rng, s)
         renderer = _Renderer(rng, s, actions)

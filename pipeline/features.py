@@ -31,6 +31,7 @@ import torch
 from pipeline.flow import DECODE_FIELDS, dequantize
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
+from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
 from pipeline.settings import FeatureRuntime, FeatureSettings
 
@@ -141,11 +142,8 @@ def extract(frames_path, flow_path, out_path, extractor: Extractor, batch_size: 
     if frames.shape[:2] != flow.shape[:2] or frames.shape[2:4] != flow.shape[2:4]:
         raise ValueError(f"{frames_path} {frames.shape} and {flow_path} {flow.shape} do not have the same snippets")
     n = max(len(frames) - per_snippet + 1, 0)
-    bar = None
-    if progress and n:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, desc=f"features {Path(frames_path).parent.name}", unit="snippet", file=sys.stderr)
+    bar = progress_bar(total=n, desc=f"features {Path(frames_path).parent.name}", unit="snippet") \
+        if progress and n else None
     start = time.perf_counter()
     with atomic_path(out_path) as tmp:
         writer = NpyAppender(tmp, (FEATURE_DIM,), np.float32)

@@ -34,6 +34,7 @@ import torch
 from models.tvl1 import opencv_tvl1, rgb_to_gray, tvl1
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
+from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
 from pipeline.settings import FlowRuntime, FlowSettings
 
@@ -120,12 +121,8 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
     engine = flow_engine(settings, runtime, n_frames - 1) if n_frames else None
     setup_s = setup()
     first_batch_s = None
-    bar = None
-    if progress and n_frames:
-        from tqdm import tqdm
-
-        bar = tqdm(total=max(n_frames - 1, 0), desc=f"flow {Path(frames_path).parent.name}", unit="pair",
-                   file=sys.stderr)
+    bar = progress_bar(total=max(n_frames - 1, 0), desc=f"flow {Path(frames_path).parent.name}", unit="pair") \
+        if progress and n_frames else None
     start = time.perf_counter()
     pending = np.empty((0, h, w, 2), np.uint8)  # quantized flows not yet written as whole snippets
     with atomic_path(out_path) as tmp:

@@ -34,6 +34,7 @@ import torch
 
 from pipeline.intervals import interval_iou, snippet_span
 from pipeline.io import atomic_path, atomic_write_json
+from pipeline.progress import progress_bar
 from pipeline.settings import LocalizeSettings
 
 # ------------------------------------------------------------------ numerics
@@ -142,13 +143,11 @@ def to_results(dets: np.ndarray, classes: list[str], stride_s: float, window_s: 
 
 def run(model_path: str, features_dir: str, decoded_dir: str, videos: list[str], s: LocalizeSettings,
         detections_out: str, scores_out: str, progress: bool = True) -> dict:
-    from tqdm import tqdm
-
     from pipeline.train import load_model
 
     model, classes, ts = load_model(model_path)
     results, arrays = {}, {}
-    for v in tqdm(videos, desc="localize", unit="video", disable=not progress, file=sys.stderr):
+    for v in progress_bar(videos, desc="localize", unit="video", enabled=progress):
         path = Path(features_dir) / f"{v}.npy"
         feats = np.load(path, allow_pickle=False)
         if len(feats) == 0:

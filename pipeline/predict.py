@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.progress import progress_bar
 from pipeline.settings import LocalizeSettings
 
 
@@ -105,8 +106,6 @@ def timeline_name(video: str) -> str:
 def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSettings | None = None,
         signature: dict | None = None, progress: bool = True) -> dict[str, list[dict]]:
     """Detections for each ``<video>.npy`` in ``features`` (its ``<video>.json`` provenance beside it)."""
-    from tqdm import tqdm
-
     from pipeline.localize import infer, localize, snippet_seconds, to_results
     from pipeline.train import load_model, read_checkpoint
 
@@ -118,7 +117,7 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
     out = Path(out_dir)
     (out / "timelines").mkdir(parents=True, exist_ok=True)
     results, skipped = {}, {}
-    for path in tqdm(features, desc="predict", unit="video", disable=not progress, file=sys.stderr):
+    for path in progress_bar(features, desc="predict", unit="video", enabled=progress):
         path = Path(path)
         prov = json.loads(path.with_suffix(".json").read_text())
         video = path.stem

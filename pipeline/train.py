@@ -32,6 +32,7 @@ import torch
 from models.d2net import D2Net
 from models.losses import d2net_loss
 from pipeline.io import atomic_path, atomic_write_text
+from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
 from pipeline.settings import TrainSettings
 
@@ -157,11 +158,7 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
         pairs.set_state(ckpt["pair_rng"])
         rows, start = ckpt["log"], ckpt["iteration"]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=s.iterations, initial=start, desc=f"train {out.name}", unit="it", file=sys.stderr)
+    bar = progress_bar(total=s.iterations, initial=start, desc=f"train {out.name}", unit="it") if progress else None
     model.train()
     t0 = time.perf_counter()
     for it in range(start, s.iterations):
