@@ -11,7 +11,8 @@ def test_stages_draw_progress_only_through_the_helper():
     assert direct == []
 
 
-def test_a_log_file_gets_a_line_at_most_every_30_s_and_a_disabled_bar_still_counts(capsys):
+def test_a_log_file_gets_a_line_at_most_every_30_s_and_a_disabled_bar_still_counts(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     bar = progress_bar(total=3, desc="x", unit="it")
     assert bar.mininterval == 30.0  # pytest's stderr is not a tty
     bar.close()
