@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
-from pipeline.settings import DemoSettings
+from pipeline.settings import DemoSettings, from_dict
 
 CLASSES = ("Bounce", "Pulse", "Slide", "Spin")
 SPLITS = {"validation": "val", "test": "test"}  # subset -> THUMOS file suffix
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", default="{}", help="DemoSettings as JSON")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    generate(args.root, DemoSettings(**json.loads(args.settings)), progress=not args.no_progress)
+    generate(args.root, from_dict(DemoSettings, json.loads(args.settings), "demo_data"), progress=not args.no_progress)
     return 0
 
 

@@ -33,7 +33,7 @@ from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
-from pipeline.settings import FeatureRuntime, FeatureSettings
+from pipeline.settings import FeatureRuntime, FeatureSettings, from_dict
 
 FEATURE_DIM = 2048
 
@@ -203,11 +203,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, help="CPU threads (overrides the runtime's)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    runtime = FeatureRuntime(**json.loads(args.runtime))
+    runtime = from_dict(FeatureRuntime, json.loads(args.runtime), "features runtime")
     if args.threads:
         runtime = replace(runtime, threads=args.threads)
     run(args.frames, args.flow, args.flow_meta, args.out, args.provenance,
-        FeatureSettings(**json.loads(args.settings)), runtime, args.preset,
+        from_dict(FeatureSettings, json.loads(args.settings), "features"), runtime, args.preset,
         progress=not args.no_progress, startup_s=startup_s)
     return 0
 

@@ -36,7 +36,7 @@ from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
-from pipeline.settings import FlowRuntime, FlowSettings
+from pipeline.settings import FlowRuntime, FlowSettings, from_dict
 
 BACKENDS = ("torch", "opencv")
 
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, help="CPU threads (overrides the runtime's)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    runtime = FlowRuntime(**json.loads(args.runtime))
+    runtime = from_dict(FlowRuntime, json.loads(args.runtime), "flow runtime")
     if args.threads:
         runtime = replace(runtime, threads=args.threads)
     run(args.frames, args.decode_meta, args.flow, args.meta, FlowSettings.from_dict(json.loads(args.settings)),

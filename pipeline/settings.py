@@ -12,7 +12,9 @@ know is an error naming it, never ignored.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import types
+import typing
+from dataclasses import dataclass, fields, is_dataclass
 
 from models.tvl1_params import TVL1Params
 
@@ -21,12 +23,47 @@ LOSS_VARIANTS = ("ce", "focal", "dis", "dis_pdmi", "dis_l1", "dis_bce")
 CLASS_SELECTIONS = ("half_max", "top2")
 
 
-def from_dict(cls, d: dict, what: str):
-    """``cls(**d)`` for a settings dataclass, after checking every key of ``d`` is one of its fields."""
-    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+def from_dict(cls, d: dict, what: str, _prefix: str = ""):
+    """``cls(**d)`` for a settings dataclass, after checking each key is a field and each value has its type.
+
+    An unknown key or a mistyped value is an error that names the key and the stage (``what``); lists
+    become tuples where a tuple is declared, and nested settings (TV-L1's) are built the same way.
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} setting {_prefix.rstrip('.') or '(all)'}: expected a mapping, got {d!r}")
+    unknown = sorted(_prefix + k for k in set(d) - {f.name for f in fields(cls)})
     if unknown:
         raise ValueError(f"unknown {what} setting(s): {', '.join(unknown)}")
-    return cls(**d)
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _typed(v, hints[k], what, _prefix + k) for k, v in d.items()})
+
+
+def _typed(value, hint, what: str, key: str):
+    """``value`` checked against the annotation ``hint`` (and converted where lossless: int -> float, list -> tuple)."""
+    if is_dataclass(hint):
+        return value if isinstance(value, hint) else from_dict(hint, value, what, key + ".")
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)):
+            args = typing.get_args(option)
+            if len(args) == len(value) or (len(args) == 2 and args[1] is Ellipsis):
+                try:
+                    return tuple(_typed(v, args[0] if args[-1] is Ellipsis else a, what, key)
+                                 for v, a in zip(value, args if args[-1] is not Ellipsis else [args[0]] * len(value)))
+                except ValueError:
+                    pass
+    names = " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+    raise ValueError(f"{what} setting {key}: expected {names}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -87,7 +124,7 @@ class FlowSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FlowSettings":
-        return cls(**{**d, "tvl1": TVL1Params(**d.get("tvl1", {}))})
+        return from_dict(cls, d, "flow")
 
 
 @dataclass(frozen=True)

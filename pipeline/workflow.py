@@ -19,7 +19,7 @@ from typing import NamedTuple
 from models.tvl1_params import TVL1Params
 from pipeline import annotations, demo_data
 from pipeline.settings import (DecodeSettings, DemoSettings, FeatureRuntime, FeatureSettings, FlowRuntime,
-                               FlowSettings, LocalizeSettings, TrainSettings)
+                               FlowSettings, LocalizeSettings, TrainSettings, from_dict)
 
 
 class ConfigError(ValueError):
@@ -79,7 +79,7 @@ def demo_settings(p: dict) -> DemoSettings | None:
     if gen is None:
         return None
     fields = {k: v for k, v in gen.items() if k != "root"}
-    return DemoSettings(**fields)
+    return from_dict(DemoSettings, fields, "demo")
 
 
 def decode_settings(config: dict) -> DecodeSettings:
