@@ -9,6 +9,8 @@
 # what depends on it, nothing upstream.
 
 import json
+import os
+import shlex
 import sys
 
 from snakemake.utils import min_version, validate
@@ -24,14 +26,18 @@ config.update(wf.typed_overrides(config, f"{workflow.basedir}/pipeline/schemas/c
 validate(config, "pipeline/schemas/config.schema.yaml")
 report: "pipeline/report_captions/workflow.rst"
 
-PY = sys.executable  # the interpreter running Snakemake has the project's packages
+# Jobs run `python -m pipeline.<stage>` with the interpreter running Snakemake, which has the project's
+# packages: its folder goes first on PATH (a cluster job re-parses this file and does the same).
+shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
 PRESET = wf.preset(config)
 ANNOTATED = wf.annotated(config)  # the folder preset has no annotations: features (and predictions) only
 MODEL_IN = config.get("model", "")  # a trained model.pt to predict with
 OUT = wf.results_dir(config)
 wf.check_writable(OUT)
 DEMO = wf.demo_settings(PRESET)
-VIDEOS = wf.videos(config)  # name -> (path, subset, duration) of every video this run processes
+# name -> (path, subset, duration) of every video this run processes; annotated videos without a file,
+# and files no annotation claims (both found here, on the machine that plans the run)
+VIDEOS, MISSING, UNANNOTATED = wf.videos(config)
 if workflow.is_main_process and workflow.local_exec:  # stop now, not after hours, if intermediates cannot fit
     wf.check_disk(OUT, config, [v.duration_s for v in VIDEOS.values()],
                   running=workflow.global_resources["_cores"].value or 1)
@@ -55,6 +61,9 @@ EXPERIMENTS = list(config["experiments"])  # in config order: the report's table
 # functions (`lambda w: expand(...)`): Snakemake expands them only when the job is in the DAG, so a
 # cluster job, which re-parses this file for its few per-video jobs, skips tens of thousands of paths.
 ANNOTATION_TABLE = f"{OUT}/annotations/annotations.tsv"
+# what a stage that reads the annotation table reads (pipeline.annotations.read_table)
+ANNOTATION_FILES = [ANNOTATION_TABLE] + [f"{OUT}/annotations/{name}"
+                                         for name in ("ambiguous.tsv", "videos.tsv", "classes.txt")]
 MISSING_VIDEOS = f"{OUT}/annotations/missing_videos.txt"
 SKIPPED = f"{OUT}/skipped_videos.json"
 INDEX = f"{OUT}/features/index.tsv"
@@ -78,20 +87,22 @@ if DEMO is not None:
             annotations=[str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])],
             manifest=f"{PRESET['generate']['root']}/manifest.json",
         params:
-            root=PRESET["generate"]["root"],
             settings=wf.as_param(DEMO),
         log:
             f"{OUT}/logs/demo_data.log",
         shell:
-            "{PY} -m pipeline.demo_data {params.root:q} --settings {params.settings:q} 2> {log:q}"
+            "python -m pipeline.demo_data $(dirname {output.manifest:q}) --settings {params.settings:q} 2> {log:q}"
 
 
 # 1. Annotations of every format become one table, checked against the videos on disk.
 if ANNOTATED:
 
+    ANNOTATION_SOURCES = (ann_io.source_files(PRESET["annotations"]) if DEMO is None
+                          else [str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])])
+
     rule annotations:
         input:
-            ann_io.source_files(PRESET["annotations"]) if DEMO is None else rules.demo_data.output.annotations,
+            ANNOTATION_SOURCES,
         output:
             table=ANNOTATION_TABLE,
             ambiguous=f"{OUT}/annotations/ambiguous.tsv",
@@ -102,18 +113,17 @@ if ANNOTATED:
             dropped=f"{OUT}/annotations/dropped.tsv",
         params:
             spec=json.dumps(PRESET["annotations"], sort_keys=True),
+            # where the job sees the source files (a storage plugin may have staged them elsewhere)
+            base=lambda w, input: wf.staged_root(input[0], ANNOTATION_SOURCES[0]),
             videos_dir=PRESET["videos"],
-            extensions=",".join(config["video_extensions"]),
             on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
-            on_missing=config["on_missing_video"],
-            video_names=sorted(VIDEOS),
-            out=f"{OUT}/annotations",
+            found=json.dumps({"present": sorted(VIDEOS), "missing": MISSING, "unannotated": UNANNOTATED}),
         log:
             f"{OUT}/logs/annotations.log",
-        shell:
-            "{PY} -m pipeline.annotations --spec {params.spec:q} --videos-dir {params.videos_dir:q}"
-            " --extensions {params.extensions:q} --on-bad {params.on_bad} --on-missing {params.on_missing}"
-            " --out {params.out:q} 2> {log:q}"
+        run:
+            wf.run_stage("annotations", "--spec", params.spec, "--base", params.base, "--videos-dir",
+                         params.videos_dir, "--on-bad", params.on_bad, "--found", params.found,
+                         "--out", os.path.dirname(output.table), log=log[0])
 
 
 # 2. Each video: frames at the preset fps, short side, center crop, in 16-frame snippets.
@@ -131,13 +141,16 @@ rule decode:
     benchmark:
         f"{OUT}/benchmarks/decode/{{video}}.tsv"
     shell:
-        "{PY} -m pipeline.decode {input:q} --frames {output.frames:q} --meta {output.meta:q}"
+        "python -m pipeline.decode {input:q} --frames {output.frames:q} --meta {output.meta:q}"
         " --settings {params.settings:q} --on-bad-video {params.on_bad_video} --name {wildcards.video:q} 2> {log:q}"
 
 
 # 3. Each video: TV-L1 flow between consecutive frames, quantized to uint8. Flow and features jobs
 # start warm (pipeline/warm.py): forked from a per-node process that imported torch once.
-FLOW_RUNTIME = wf.as_param(wf.flow_runtime(config))  # how to run (device, batch): not a rerun trigger
+# How to run (device, batch, threads) is not what is computed, so it must not be a rerun trigger as
+# params are: it reaches the job through the environment (a cluster job re-parses this file too).
+os.environ["VIDLOC_FLOW_RUNTIME"] = wf.as_param(wf.flow_runtime(config))
+envvars: "VIDLOC_FLOW_RUNTIME"
 
 rule flow:
     input:
@@ -156,13 +169,14 @@ rule flow:
     benchmark:
         f"{OUT}/benchmarks/flow/{{video}}.tsv"
     shell:
-        "{PY} -m pipeline.warm flow {input.frames:q} --decode-meta {input.meta:q} --flow {output.flow:q}"
-        " --meta {output.meta:q} --settings {params.settings:q} --runtime {FLOW_RUNTIME:q} --threads {threads}"
+        "python -m pipeline.warm flow {input.frames:q} --decode-meta {input.meta:q} --flow {output.flow:q}"
+        " --meta {output.meta:q} --settings {params.settings:q} --runtime \"$VIDLOC_FLOW_RUNTIME\" --threads {threads}"
         " 2> {log:q}"
 
 
 # 4. Each video: I3D RGB and flow features, one 2048-d vector per snippet, with their provenance.
-FEATURE_RUNTIME = wf.as_param(wf.feature_runtime(config))  # how to run: not a rerun trigger
+os.environ["VIDLOC_FEATURE_RUNTIME"] = wf.as_param(wf.feature_runtime(config))  # as flow's: not a trigger
+envvars: "VIDLOC_FEATURE_RUNTIME"
 
 rule features:
     input:
@@ -183,9 +197,9 @@ rule features:
     benchmark:
         f"{OUT}/benchmarks/features/{{video}}.tsv"
     shell:
-        "{PY} -m pipeline.warm features {input.frames:q} --flow {input.flow:q} --flow-meta {input.flow_meta:q}"
+        "python -m pipeline.warm features {input.frames:q} --flow {input.flow:q} --flow-meta {input.flow_meta:q}"
         " --out {output.features:q} --provenance {output.provenance:q} --settings {params.settings:q}"
-        " --runtime {FEATURE_RUNTIME:q} --threads {threads} --preset {params.preset:q} 2> {log:q}"
+        " --runtime \"$VIDLOC_FEATURE_RUNTIME\" --threads {threads} --preset {params.preset:q} 2> {log:q}"
 
 
 # 5. Videos the run could not use, for later stages and the report.
@@ -231,12 +245,11 @@ if MODEL_IN:
             timelines=directory(f"{OUT}/predict/timelines"),
         params:
             signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
-            out=f"{OUT}/predict",
         log:
             f"{OUT}/logs/predict.log",
         run:
             wf.run_stage("predict", input.features, "--model", input.model, "--signature", params.signature,
-                         "--out", params.out, log=log[0])
+                         "--out", os.path.dirname(output.detections), log=log[0])
 
 
 # The rest needs annotations: it trains, localizes, evaluates and reports.
@@ -245,12 +258,11 @@ TEST_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET.ge
 
 if ANNOTATED:
 
-# 6. Each experiment: D2-Net trained on the training subset's features (video-level labels only).
-
+    # 6. Each experiment: D2-Net trained on the training subset's features (video-level labels only).
     rule train:
         input:
             features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
-            annotations=ANNOTATION_TABLE,
+            annotations=ANNOTATION_FILES,
             skipped=SKIPPED,
         output:
             model=MODEL,
@@ -259,9 +271,11 @@ if ANNOTATED:
         params:
             settings=lambda w: wf.as_param(wf.train_settings(config, w.experiment)),
             subset=PRESET["train_subset"],
-            features=f"{OUT}/features",
-            annotations=f"{OUT}/annotations",
-            out=f"{OUT}/runs/{{experiment}}",
+            # The stages read these folders: the ones the declared files are in, wherever a storage
+            # plugin put them (with --shared-fs-usage none, not where this file names them).
+            features=lambda w, input: os.path.dirname(input.features[0]),
+            annotations=lambda w, input: os.path.dirname(input.annotations[0]),
+            out=lambda w, output: os.path.dirname(output.model),
             # recorded in model.pt, so predict can apply the model to other videos' features made the same way
             signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
             localize=wf.as_param(wf.localize_settings(config)),
@@ -271,20 +285,20 @@ if ANNOTATED:
         benchmark:
             f"{OUT}/benchmarks/train/{{experiment}}.tsv"
         shell:
-            "{PY} -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
+            "python -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
             " --skipped {input.skipped:q} --subset {params.subset:q} --settings {params.settings:q}"
             " --feature-signature {params.signature:q} --localize {params.localize:q}"
             " --out {params.out:q} --threads {threads} 2> {log:q}"
 
 
-# 7. Each experiment: the test videos' TCAMs become scored segments (ActivityNet results format).
+    # 7. Each experiment: the test videos' TCAMs become scored segments (ActivityNet results format).
 
     rule localize:
         input:
             model=MODEL,
             features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
             metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
-            annotations=ANNOTATION_TABLE,
+            annotations=ANNOTATION_FILES,
             skipped=SKIPPED,
         output:
             detections=f"{OUT}/runs/{{experiment}}/detections.json",
@@ -292,43 +306,43 @@ if ANNOTATED:
         params:
             settings=wf.as_param(wf.localize_settings(config)),
             subset=PRESET["test_subset"],
-            features=f"{OUT}/features",
-            decoded=f"{OUT}/decoded",
-            annotations=f"{OUT}/annotations",
+            features=lambda w, input: os.path.dirname(input.features[0]),
+            decoded=lambda w, input: os.path.dirname(os.path.dirname(input.metas[0])),
+            annotations=lambda w, input: os.path.dirname(input.annotations[0]),
         threads: config["train"]["threads"]
         log:
             f"{OUT}/logs/localize/{{experiment}}.log",
         benchmark:
             f"{OUT}/benchmarks/localize/{{experiment}}.tsv"
         shell:
-            "{PY} -m pipeline.localize --model {input.model:q} --features {params.features:q}"
+            "python -m pipeline.localize --model {input.model:q} --features {params.features:q}"
             " --decoded {params.decoded:q} --annotations {params.annotations:q} --subset {params.subset:q}"
             " --skipped {input.skipped:q} --settings {params.settings:q} --detections {output.detections:q}"
             " --scores {output.scores:q} --threads {threads} 2> {log:q}"
 
 
-# 8. Each experiment: detection mAP per tIoU, F1, classification mAP.
+    # 8. Each experiment: detection mAP per tIoU, F1, classification mAP.
     rule evaluate:
         input:
             detections=rules.localize.output.detections,
             scores=rules.localize.output.scores,
-            annotations=rules.annotations.output.table,
+            annotations=ANNOTATION_FILES,
         output:
             f"{OUT}/runs/{{experiment}}/metrics.json",
         params:
             subset=PRESET["test_subset"],
             tiou=",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
             protocol=config["evaluation"]["protocol"],
-            annotations=f"{OUT}/annotations",
+            annotations=lambda w, input: os.path.dirname(input.annotations[0]),
         log:
             f"{OUT}/logs/evaluate/{{experiment}}.log",
         shell:
-            "{PY} -m pipeline.evaluate {input.detections:q} --annotations {params.annotations:q}"
+            "python -m pipeline.evaluate {input.detections:q} --annotations {params.annotations:q}"
             " --subset {params.subset:q} --tiou {params.tiou} --protocol {params.protocol}"
             " --scores {input.scores:q} --out {output:q} 2> {log:q}"
 
 
-# 9. What each stage cost (Snakemake benchmark records), projected onto the full datasets.
+    # 9. What each stage cost (Snakemake benchmark records), projected onto the full datasets.
     rule costs:
         input:
             decode=lambda w: expand(f"{OUT}/benchmarks/decode/{{video}}.tsv", video=sorted(VIDEOS)),
@@ -353,15 +367,16 @@ if ANNOTATED:
                          "--settings", params.settings, "--out", output, log=log[0])
 
 
-# 10. One report comparing the experiments (the paper's Table 3 shape), with its plots.
+    # 10. One report comparing the experiments (the paper's Table 3 shape), with its plots.
     rule report:
         input:
             metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
             detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
             losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
+            scores=expand(f"{OUT}/runs/{{experiment}}/scores.npz", experiment=EXPERIMENTS),
             provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
             skipped=SKIPPED,
-            annotations=ANNOTATION_TABLE,
+            annotations=ANNOTATION_FILES,
             costs=COSTS,
         output:
             html=report(f"{OUT}/report/report.html", caption="pipeline/report_captions/report.rst",
@@ -373,20 +388,16 @@ if ANNOTATED:
             timelines=report(f"{OUT}/report/timelines.png", caption="pipeline/report_captions/timelines.rst",
                              category="Plots"),
         params:
-            preset=config["preset"],
-            experiments=",".join(EXPERIMENTS),
-            subset=PRESET["test_subset"],
-            timelines=wf.localize_config(config)["report_videos"],
-            runs=f"{OUT}/runs",
-            annotations=f"{OUT}/annotations",
-            out=f"{OUT}/report",
+            args=lambda w, input, output: [
+                "--preset", config["preset"], "--experiments", ",".join(EXPERIMENTS),
+                "--subset", PRESET["test_subset"], "--timelines", wf.localize_config(config)["report_videos"],
+                "--runs", os.path.dirname(os.path.dirname(input.metrics[0])),
+                "--annotations", os.path.dirname(input.annotations[0]), "--skipped", input.skipped,
+                "--costs", input.costs, "--out", os.path.dirname(output.html)],
         log:
             f"{OUT}/logs/report.log",
         run:
-            wf.run_stage("report", "--preset", params.preset, "--experiments", params.experiments, "--runs", params.runs,
-                         "--annotations", params.annotations, "--subset", params.subset, "--skipped", input.skipped,
-                         "--costs", input.costs, "--timelines", params.timelines, "--out", params.out,
-                         input.provenance, log=log[0])
+            wf.run_stage("report", *params.args, input.provenance, log=log[0])
 
 
     # 11. `snakemake --cores all export` (not part of `all`): the features and annotations in the layouts
@@ -395,16 +406,16 @@ if ANNOTATED:
         input:
             features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=sorted(VIDEOS)),
             index=INDEX,
-            annotations=ANNOTATION_TABLE,
+            annotations=ANNOTATION_FILES,
         output:
             wtalc=directory(f"{OUT}/export/wtalc"),
             actionformer=directory(f"{OUT}/export/actionformer"),
         params:
-            subsets=f"{PRESET['train_subset']},{PRESET['test_subset']}",
-            annotations=f"{OUT}/annotations",
-            out=f"{OUT}/export",
+            args=lambda w, input, output: [
+                "--preset", config["preset"], "--subsets", f"{PRESET['train_subset']},{PRESET['test_subset']}",
+                "--annotations", os.path.dirname(input.annotations[0]), "--index", input.index,
+                "--out", os.path.dirname(output.wtalc)],
         log:
             f"{OUT}/logs/export.log",
         run:
-            wf.run_stage("export", input.features, "--preset", config["preset"], "--annotations", params.annotations,
-                         "--index", input.index, "--subsets", params.subsets, "--out", params.out, log=log[0])
+            wf.run_stage("export", *params.args, input.features, log=log[0])

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
@@ -268,13 +269,15 @@ class Video(NamedTuple):
     duration_s: float  # from the annotations; for formats without durations, the last segment's end
 
 
-def videos(config: dict) -> dict[str, Video]:
-    """The videos this run processes: name -> (path, subset).
+def videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
+    """(name -> Video of every video this run processes, annotated names without a file, file stems no
+    annotation claims).
 
     The demo's names follow from its settings (the files may not exist yet:
-    rule demo_data makes them). Otherwise they are the annotated videos found
-    on disk (pipeline/videos.py pairs names and files); annotated videos that are missing are skipped or stop the run
-    per ``on_missing_video``.
+    rule demo_data makes them). The folder preset takes every video file.
+    Otherwise they are the annotated videos found on disk (pipeline/videos.py
+    pairs names and files); annotated videos that are missing are skipped or
+    stop the run per ``on_missing_video``.
     """
     p = preset(config)
     if "annotations" not in p:  # the folder preset: every video file, named by its stem
@@ -284,16 +287,27 @@ def videos(config: dict) -> dict[str, Video]:
         if not found:
             raise ConfigError(f"videos folder {p['videos']}: no video files "
                               f"(looked for {', '.join(config['video_extensions'])})")
-        return {v: Video(path, "folder", math.nan) for v, path in found.items()}
+        return {v: Video(path, "folder", math.nan) for v, path in found.items()}, [], []
     demo = demo_settings(p)
     if demo is not None:
         return {v: Video(f"{p['videos']}/{v}.mp4", subset, demo.max_duration_s)
-                for subset, vs in demo_data.video_names(demo).items() for v in vs}
+                for subset, vs in demo_data.video_names(demo).items() for v in vs}, [], []
     ann = annotations.read(p["annotations"])
     found = annotations.locate_videos(ann, p["videos"], config["video_extensions"], config["on_missing_video"])
     last_end: dict[str, float] = {}
     for s in ann.segments + ann.ambiguous:
         last_end[s.video] = max(last_end.get(s.video, 0.0), s.end_s)
-    return {v: Video(path, ann.videos[v][0],
-                     ann.videos[v][1] if math.isfinite(ann.videos[v][1]) else last_end.get(v, 0.0))
-            for v, path in found.paths.items()}
+    return ({v: Video(path, ann.videos[v][0],
+                      ann.videos[v][1] if math.isfinite(ann.videos[v][1]) else last_end.get(v, 0.0))
+             for v, path in found.paths.items()}, found.missing, found.unannotated)
+
+
+def staged_root(staged: str, original: str) -> str:
+    """The folder a job sees ``original``'s tree under: ``staged`` is where the job got ``original``
+    (the same path on a shared filesystem; under a storage plugin's local copy without one)."""
+    staged, original = os.path.normpath(staged), os.path.normpath(original)
+    if staged == original:
+        return "."
+    if not staged.endswith(os.sep + original.lstrip(os.sep)):
+        raise ConfigError(f"cannot tell where {original} was staged from its copy {staged}")
+    return staged[: len(staged) - len(original.lstrip(os.sep))].rstrip(os.sep) or os.sep

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -420,3 +421,28 @@ def test_a_mistyped_command_line_override_names_the_key_and_type(tmp_path):
 def test_a_mistyped_value_in_a_config_file_names_the_key_and_type(tmp_path):
     rc, out = snakemake(tmp_path, {"presets": {"demo": {"fps": "fast"}}}, "-n", check=False)
     assert rc != 0 and "config presets.demo.fps: 'fast' is not a number or native" in out
+
+
+# ------------------------------------------------------------ no shared filesystem
+
+
+RSYNC = shutil.which("rsync")
+
+
+def test_the_workflow_runs_without_a_shared_filesystem(tmp_path):
+    """Every file a job reads is a declared input: with --shared-fs-usage none and the fs storage plugin as the
+    default storage provider, jobs see only what Snakemake stages for them, and the report still comes out."""
+    if RSYNC is None:  # the fs storage plugin copies with rsync; CI (.ci/run) installs it
+        if os.environ.get("VIDLOC_CI") == "1":
+            pytest.fail("no rsync on PATH (apt-get install rsync)")
+        pytest.skip("needs rsync (apt-get install rsync)")
+    storage = tmp_path / "storage"
+    override = {"presets": {"demo": TINY_DEMO}, **QUICK_FLOW}
+    snakemake(tmp_path, override, "--shared-fs-usage", "none", "--default-storage-provider", "fs",
+              "--default-storage-prefix", str(storage), "--local-storage-prefix", str(tmp_path / "local"))
+    out = storage / "results" / "demo"
+    html = (out / "report" / "report.html").read_text()
+    assert "<table>" in html and "<td>d2net</td>" in html
+    metrics = json.loads((out / "runs" / "d2net" / "metrics.json").read_text())
+    assert metrics["n_videos"] == 1
+    assert not (tmp_path / "results" / "demo" / "report").exists()  # nothing went around the storage
