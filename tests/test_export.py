@@ -177,3 +177,34 @@ def test_object_npy_streams_lazy_elements(tmp_path):
     save_object_npy(tmp_path / "x.npy", [make(i) for i in range(4)])
     x = np.load(tmp_path / "x.npy", allow_pickle=True)
     assert loads == [0, 1, 2, 3] and [float(a[0, 0]) for a in x] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_numpy_1_loads_the_wtalc_export(thumos_export, tmp_path):
+    """The numpy those codebases ran on (1.26) loads our object arrays (numpy 2's own pickles fail there)."""
+    import subprocess
+    import sys
+    import venv
+
+    export, ann, videos, _ = thumos_export
+    env_dir = tmp_path / "numpy1"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "numpy==1.26.4"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"numpy 1.26.4 not installable here: {r.stderr[-300:]}")
+    w = export / "export" / "wtalc"
+    code = f"""
+import numpy as np
+assert np.__version__.startswith("1.26")
+a = "{w}/Thumos14reduced-Annotations/"
+f = np.load("{w}/Thumos14reduced-I3D-JOINTFeatures.npy", encoding="bytes", allow_pickle=True)
+labels = np.load(a + "labels_all.npy", allow_pickle=True)
+segments = np.load(a + "segments.npy", allow_pickle=True)
+names = [v.decode() for v in np.load(a + "videoname.npy")]
+print(len(f), f[0].dtype, f[0].shape[1], len(labels), len(segments), names[0])
+"""
+    r = subprocess.run([str(py), "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n, dtype, dim, n_labels, n_segments, first = r.stdout.split()
+    assert (int(n), dtype, int(dim), int(n_labels), int(n_segments)) == (len(videos), "float32", 2048, 10, 10)
