@@ -101,12 +101,15 @@ def timeline_videos(ann, subset: str, detections: dict, n: int) -> list[str]:
     return [v for v in ann.videos_in(subset) if ann.labels_of(v) and v in detections][:n]
 
 
-def table_rows(metrics: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+def table_rows(metrics: dict[str, dict], labels: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The results table; ``labels`` name the rows as a paper table does (e.g. "L_Dis + L_D (dis_ld)")."""
+    labels = labels or {}
     thresholds = next(iter(metrics.values()))["tiou_thresholds"]
     header = ["experiment"] + [f"mAP@{t:g}" for t in thresholds] + ["avg", "F1@0.5", "cls mAP"]
     rows = []
     for n, m in metrics.items():
-        rows.append([n] + [f"{m['map'][f'{t:g}']:.1f}" for t in thresholds] + [
+        label = labels.get(n, n)
+        rows.append([n if label == n else f"{label} ({n})"] + [f"{m['map'][f'{t:g}']:.1f}" for t in thresholds] + [
             f"{m['average_map']:.1f}", f"{100 * m['f1']['f1']:.1f}",
             f"{m['classification_map']:.1f}" if "classification_map" in m else "-"])
     first, m = next(iter(metrics.items()))
@@ -152,9 +155,9 @@ def cost_tables(costs: dict) -> list[tuple[str, list[str], list[list[str]], str]
 
 
 def markdown(title: str, provenance: list[str], metrics: dict[str, dict], skipped: list[dict],
-             plots: dict[str, str], notes: list[str], tables=()) -> str:
-    header, rows = table_rows(metrics)
-    out = [f"**{line}**  " for line in provenance] + ["", f"# {title}", ""]
+             plots: dict[str, str], notes: list[str], tables=(), labels=None, caption: str = "") -> str:
+    header, rows = table_rows(metrics, labels)
+    out = [f"**{line}**  " for line in provenance] + ["", f"# {title}", ""] + ([f"## {caption}", ""] if caption else [])
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     out += [""] + [f"- {n}" for n in notes] + [""]
@@ -175,10 +178,10 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def page(title: str, provenance: list[str], metrics: dict[str, dict], skipped: list[dict],
-         plots: dict[str, Path], notes: list[str], tables=()) -> str:
+         plots: dict[str, Path], notes: list[str], tables=(), labels=None, caption: str = "") -> str:
     """The HTML report, its PNGs inlined so the one file can be mailed or archived."""
     e = html.escape
-    table = _html_table(*table_rows(metrics))
+    table = (f"<h2>{e(caption)}</h2>" if caption else "") + _html_table(*table_rows(metrics, labels))
     extra = "".join(f"<h2>{e(c)}</h2>{_html_table(h, r)}<p>{e(n)}</p>" for c, h, r, n in tables)
     skipped_html = ("<ul>" + "".join(f"<li>{e(s['video'])} ({e(s['stage'])}): {e(s['reason'])}</li>"
                                      for s in skipped) + "</ul>") if skipped else "<p>None.</p>"
@@ -212,7 +215,8 @@ def provenance_lines(feature_jsons) -> list[str]:
 
 
 def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str, subset: str, skipped_json: str,
-        feature_jsons: list[str], out_dir: str, n_timelines: int, costs_json: str | None = None) -> None:
+        feature_jsons: list[str], out_dir: str, n_timelines: int, costs_json: str | None = None,
+        labels: dict[str, str] | None = None, caption: str = "") -> None:
     from pipeline.annotations import read_table
     from pipeline.evaluate import load_detections
     from pipeline.localize import read_tcams
@@ -257,14 +261,17 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
     tables = cost_tables(json.loads(Path(costs_json).read_text())) if costs_json else []
     atomic_write_text(out / "report.md", markdown(title, provenance, metrics, skipped,
                                                   {c: os.path.relpath(p, out) for c, p in plots.items()}, notes,
-                                                  tables))
-    atomic_write_text(out / "report.html", page(title, provenance, metrics, skipped, plots, notes, tables))
+                                                  tables, labels, caption))
+    atomic_write_text(out / "report.html", page(title, provenance, metrics, skipped, plots, notes, tables, labels,
+                                                caption))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], fromfile_prefix_chars="@")
     ap.add_argument("--preset", required=True)
     ap.add_argument("--experiments", required=True, help="comma-separated experiment names (runs/<name>)")
+    ap.add_argument("--labels", default="{}", help="JSON experiment -> row label (an experiment set's)")
+    ap.add_argument("--caption", default="", help="heading of the results table (an experiment set's)")
     ap.add_argument("--runs", required=True, help="folder of <experiment>/{metrics.json,detections.json,scores.npz}")
     ap.add_argument("--annotations", required=True, help="folder written by the annotations stage")
     ap.add_argument("--subset", required=True)
@@ -275,7 +282,7 @@ def main(argv=None) -> int:
     ap.add_argument("feature_jsons", nargs="*", help="features/<video>.json provenance files")
     args = ap.parse_args(argv)
     run(args.preset, args.experiments.split(","), args.runs, args.annotations, args.subset, args.skipped,
-        args.feature_jsons, args.out, args.timelines, args.costs)
+        args.feature_jsons, args.out, args.timelines, args.costs, json.loads(args.labels), args.caption)
     print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
     return 0
 

@@ -161,11 +161,31 @@ def weight_files(config: dict) -> list[str]:
     return [p for p in (f["rgb_weights"], f["flow_weights"]) if p not in ("kinetics400", "random")]
 
 
+class Experiments(NamedTuple):
+    overrides: dict[str, dict]  # name -> D2-Net settings over the preset's, in the report's row order
+    labels: dict[str, str]  # name -> the report's row label
+    caption: str  # the report's heading for the table ("" for the default table)
+
+
+def experiments(config: dict) -> Experiments:
+    """``experiments:`` as a mapping, or the name of one of ``experiment_sets`` (the paper's ablation tables)."""
+    chosen = config["experiments"]
+    if isinstance(chosen, str):
+        sets = config.get("experiment_sets", {})
+        if chosen not in sets:
+            raise ConfigError(f"experiments: {chosen!r} is not one of the experiment_sets "
+                              f"({', '.join(sorted(sets)) or 'none defined'})")
+        s = sets[chosen]
+        return Experiments(dict(s["experiments"]), {n: s.get("labels", {}).get(n, n) for n in s["experiments"]},
+                           s.get("caption", chosen))
+    return Experiments(dict(chosen), {n: n for n in chosen}, "")
+
+
 def train_settings(config: dict, experiment: str | None = None) -> TrainSettings:
     """The preset's D2-Net settings, the global training settings, then the experiment's overrides (if any)."""
     d2 = preset(config)["d2net"]
     t = {k: v for k, v in config["train"].items() if k != "threads"}
-    return TrainSettings.from_dict({**d2, **t, **(config["experiments"][experiment] if experiment else {})})
+    return TrainSettings.from_dict({**d2, **t, **(experiments(config).overrides[experiment] if experiment else {})})
 
 
 def localize_config(config: dict) -> dict:

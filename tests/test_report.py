@@ -105,3 +105,13 @@ def test_a_headless_browser_renders_the_table_and_images(small_run, tmp_path_fac
 
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.shape == (2400, 1200) and img.std() > 20  # not a blank page
+
+
+def test_an_experiment_set_labels_the_rows_as_the_paper_table():
+    from pipeline.report import markdown, table_rows
+
+    m = {"tiou_thresholds": [0.5], "map": {"0.5": 30.0}, "average_map": 30.0, "f1": {"f1": 0.4}}
+    header, rows = table_rows({"ce": m, "dis_ld": m}, {"ce": "L_CE", "dis_ld": "L_Dis + L_D"})
+    assert [r[0] for r in rows] == ["L_CE (ce)", "L_Dis + L_D (dis_ld)"]
+    md = markdown("t", [], {"ce": m}, [], {}, [], labels={"ce": "L_CE"}, caption="Table 3: the losses")
+    assert "## Table 3: the losses" in md and "| L_CE (ce) | 30.0 |" in md

@@ -49,7 +49,7 @@ BLOCKS = [
               if k not in {f.name for f in fields(FeatureSettings)}}, FeatureRuntime, set()),
     (lambda: {**props(SCHEMA["$defs"]["d2net"]), **{k: v for k, v in props(SCHEMA["properties"]["train"]).items()
                                                    if k != "threads"},
-              "variant": props(SCHEMA["properties"]["experiments"]["additionalProperties"])["variant"]},
+              "variant": props(SCHEMA["$defs"]["experiments"]["additionalProperties"])["variant"]},
      TrainSettings, set()),
     (lambda: {k: v for k, v in props(SCHEMA["$defs"]["localize"]).items() if k != "report_videos"},
      LocalizeSettings, set()),

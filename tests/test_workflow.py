@@ -446,3 +446,20 @@ def test_the_workflow_runs_without_a_shared_filesystem(tmp_path):
     metrics = json.loads((out / "runs" / "d2net" / "metrics.json").read_text())
     assert metrics["n_videos"] == 1
     assert not (tmp_path / "results" / "demo" / "report").exists()  # nothing went around the storage
+
+
+# ------------------------------------------------------------ the paper's ablation tables
+
+
+@pytest.mark.parametrize("name, runs", [("table3", ["ce", "dis", "dis_ld", "focal"]),
+                                        ("table4", ["ld_bce", "ld_l1", "ld_pdmi"])])
+def test_an_ablation_table_is_one_word(tmp_path, name, runs):
+    _, dry = snakemake(tmp_path, {}, "-n", "--config", f"experiments={name}")
+    assert planned_jobs(dry)["train"] == len(runs)
+    trained = sorted(set(re.findall(r"runs/([\w.-]+)/model\.pt", dry)))
+    assert trained == runs
+
+
+def test_an_unknown_experiment_set_names_the_sets(tmp_path):
+    rc, out = snakemake(tmp_path, {}, "-n", "--config", "experiments=table9", check=False)
+    assert rc != 0 and "experiments: 'table9' is not one of the experiment_sets (table3, table4)" in out
