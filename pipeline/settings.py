@@ -203,9 +203,12 @@ class LocalizeSettings:
     inflation: float = 0.25  # outer region on each side, as a fraction of the proposal's length
     max_contrast: float = 0.7  # drop a proposal when (outer - inner + 1) / 2 exceeds this
     nms_iou: float = 0.5
-    keep_fraction: float = 0.1  # of the video's best score
+    keep_fraction: float = 0.1  # of the best score: of the video's (the paper's S_th) or of each class's (the code's)
+    keep_scope: str = "video"  # video (the paper) | class (the reference code filters per (video, class))
 
     def __post_init__(self):
+        if self.keep_scope not in ("video", "class"):
+            raise ValueError(f"unknown keep_scope {self.keep_scope!r}; choose video or class")
         if self.class_selection not in CLASS_SELECTIONS:
             raise ValueError(f"unknown class_selection {self.class_selection!r}; choose one of "
                              f"{', '.join(CLASS_SELECTIONS)}")

@@ -116,3 +116,19 @@ def test_detections_of_overlapping_snippets_end_one_window_after_the_last_start(
     assert d["label"] == "b" and d["segment"] == [0.32, 1.28]
     (d,) = to_results(dets, ["a", "b"], 0.64)  # no overlap: [2, 5) * 0.64
     assert d["segment"] == [1.28, 3.2]
+
+
+def test_keep_fraction_of_the_video_best_or_of_each_class_best():
+    from dataclasses import replace
+
+    from pipeline.localize import localize
+
+    tcam = np.zeros((40, 2))
+    tcam[5:10, 0] = 0.9  # class 0: one sharp action, contrast about 0.9
+    tcam[:, 1] = 0.5
+    tcam[25:30, 1] = 0.56  # class 1: a faint bump, contrast 0.06: under 10% of 0.9, not of its class's best
+    s = replace(LocalizeSettings(), thresholds=(0.025, 0.5, 0.025))
+    video = localize(tcam, replace(s, keep_scope="video"), topk_divisor=8)
+    per_class = localize(tcam, replace(s, keep_scope="class"), topk_divisor=8)
+    bump = lambda d: any((c, a, b) == (1, 25, 30) for c, a, b, _ in d)
+    assert not bump(video) and bump(per_class)
