@@ -279,7 +279,7 @@ if ANNOTATED:
             out=lambda w, output: os.path.dirname(output.model),
             # recorded in model.pt, so predict can apply the model to other videos' features made the same way
             signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
-            localize=wf.as_param(wf.localize_settings(config)),
+            localize=lambda w: wf.as_param(wf.localize_settings(config, w.experiment)),
         threads: config["train"]["threads"]
         log:
             f"{OUT}/logs/train/{{experiment}}.log",
@@ -305,7 +305,7 @@ if ANNOTATED:
             detections=f"{OUT}/runs/{{experiment}}/detections.json",
             scores=f"{OUT}/runs/{{experiment}}/scores.npz",
         params:
-            settings=wf.as_param(wf.localize_settings(config)),
+            settings=lambda w: wf.as_param(wf.localize_settings(config, w.experiment)),
             subset=PRESET["test_subset"],
             features=lambda w, input: os.path.dirname(input.features[0]),
             decoded=lambda w, input: os.path.dirname(os.path.dirname(input.metas[0])),
@@ -333,7 +333,7 @@ if ANNOTATED:
         params:
             subset=PRESET["test_subset"],
             tiou=",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
-            protocol=config["evaluation"]["protocol"],
+            protocol=lambda w: wf.evaluation_protocol(config, w.experiment),
             annotations=lambda w, input: os.path.dirname(input.annotations[0]),
         log:
             f"{OUT}/logs/evaluate/{{experiment}}.log",

@@ -253,6 +253,10 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
                  "on Ambiguous segments are ignored" if m0["protocol"] == "activitynet" else
                  "D2-Net reference: snippet grid, first-match, detections on Ambiguous segments dropped") + ").",
              "F1 at tIoU 0.5 over all kept detections; cls mAP: video-level classification mAP (top-k pooled scores)."]
+    protocols = {n: m["protocol"] for n, m in metrics.items()}
+    if len(set(protocols.values())) > 1:  # e.g. the reference_code profile evaluates as the authors' code does
+        notes.insert(2, "Protocols differ between rows: " + "; ".join(f"{n}: {p}" for n, p in protocols.items())
+                     + ": numbers under different protocols are not comparable.")
     provenance = provenance_lines(feature_jsons)
     title = f"Weakly supervised action localization: {preset}"
     for n in experiments:

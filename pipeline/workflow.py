@@ -185,7 +185,17 @@ def train_settings(config: dict, experiment: str | None = None) -> TrainSettings
     """The preset's D2-Net settings, the global training settings, then the experiment's overrides (if any)."""
     d2 = preset(config)["d2net"]
     t = {k: v for k, v in config["train"].items() if k != "threads"}
-    return TrainSettings.from_dict({**d2, **t, **(experiments(config).overrides[experiment] if experiment else {})})
+    own = experiments(config).overrides[experiment] if experiment else {}
+    return TrainSettings.from_dict({**d2, **t, **{k: v for k, v in own.items() if k not in PER_EXPERIMENT_BLOCKS}})
+
+
+# Blocks an experiment may override besides D2-Net's settings (the reference_code profile uses both).
+PER_EXPERIMENT_BLOCKS = ("localize", "evaluation")
+
+
+def evaluation_protocol(config: dict, experiment: str | None = None) -> str:
+    own = experiments(config).overrides[experiment].get("evaluation", {}) if experiment else {}
+    return own.get("protocol", config["evaluation"]["protocol"])
 
 
 def localize_config(config: dict) -> dict:
@@ -193,12 +203,14 @@ def localize_config(config: dict) -> dict:
     return {**config["localize"], **preset(config).get("localize", {})}
 
 
-def localize_settings(config: dict) -> LocalizeSettings:
-    loc = localize_config(config)
+def localize_settings(config: dict, experiment: str | None = None) -> LocalizeSettings:
+    """The global ``localize:`` block, the preset's overrides, then the experiment's (if any)."""
+    own = experiments(config).overrides[experiment].get("localize", {}) if experiment else {}
+    loc = {**localize_config(config), **own}
     return LocalizeSettings.from_dict({k: v for k, v in loc.items() if k != "report_videos"})
 
 
-def cost_settings(config: dict, experiments: list[str]) -> dict:
+def cost_settings(config: dict, names: list[str]) -> dict:
     """What pipeline/costs.py needs to project this run's rates onto the full THUMOS14 and ActivityNet 1.2."""
 
     def shape(name: str) -> dict:
@@ -208,8 +220,8 @@ def cost_settings(config: dict, experiments: list[str]) -> dict:
                 "seqlen": d2.max_seqlen, "iterations": d2.iterations, "train": asdict(d2)}
 
     return {"run": {"crop": preset(config)["crop"], "tvl1": asdict(flow_settings(config).tvl1)},
-            "experiments": {e: {"iterations": train_settings(config, e).iterations} for e in experiments},
-            "targets": {n: {**shape(n), "experiments": len(experiments)} for n in ("thumos14", "activitynet12")
+            "experiments": {e: {"iterations": train_settings(config, e).iterations} for e in names},
+            "targets": {n: {**shape(n), "experiments": len(names)} for n in ("thumos14", "activitynet12")
                         if n in config["presets"]}}
 
 

@@ -462,4 +462,11 @@ def test_an_ablation_table_is_one_word(tmp_path, name, runs):
 
 def test_an_unknown_experiment_set_names_the_sets(tmp_path):
     rc, out = snakemake(tmp_path, {}, "-n", "--config", "experiments=table9", check=False)
-    assert rc != 0 and "experiments: 'table9' is not one of the experiment_sets (table3, table4)" in out
+    assert rc != 0 and "experiments: 'table9' is not one of the experiment_sets (reference_code, table3, table4)" in out
+
+
+def test_the_reference_code_profile_runs_beside_the_paper_settings(tmp_path):
+    _, dry = snakemake(tmp_path, {}, "-n", "-p", "--config", "experiments=reference_code")
+    assert planned_jobs(dry)["train"] == 2
+    assert "--protocol activitynet" in dry and "--protocol d2net" in dry
+    assert '"nms_iou": 0.3' in dry and '"weight_decay": 0.0005' in dry
