@@ -147,7 +147,7 @@ def to_results(dets: np.ndarray, classes: list[str], stride_s: float, window_s: 
 
 def run(model_path: str, features_dir: str, decoded_dir: str, videos: list[str], s: LocalizeSettings,
         detections_out: str, scores_out: str, progress: bool = True) -> dict:
-    from pipeline.train import load_model
+    from pipeline.checkpoint import load_model
 
     model, classes, ts = load_model(model_path)
     results, arrays = {}, {}

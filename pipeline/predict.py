@@ -107,7 +107,7 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
         signature: dict | None = None, progress: bool = True) -> dict[str, list[dict]]:
     """Detections for each ``<video>.npy`` in ``features`` (its ``<video>.json`` provenance beside it)."""
     from pipeline.localize import infer, localize, snippet_seconds, to_results
-    from pipeline.train import load_model, read_checkpoint
+    from pipeline.checkpoint import load_model, read_checkpoint
 
     ckpt = read_checkpoint(model_path)
     if signature is not None:

@@ -29,19 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.d2net import D2Net
 from models.losses import d2net_loss
+from pipeline.checkpoint import build_model
 from pipeline.io import atomic_path, atomic_write_text
 from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
 from pipeline.settings import TrainSettings
 
 LOG_COLUMNS = ("iteration", "total", "cls", "ds", "dv", "seconds")
-
-
-def build_model(n_classes: int, s: TrainSettings, feature_dim: int = 2048) -> D2Net:
-    return D2Net(n_classes, feature_dim, s.kernel_size, s.dilation, s.classifier_kernel_size, s.classifier_dilation,
-                 s.dropout)
 
 
 def step_seconds(s: TrainSettings, n_classes: int, batch: int, snippets: int, iterations: int = 1,
@@ -194,22 +189,6 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
                              "localize": localize or {}})
     ckpt_path.unlink(missing_ok=True)
     return out / "model.pt"
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """model.pt as written by ``train`` (tensors and plain data only: ``weights_only``)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable model checkpoint: {e}") from None
-
-
-def load_model(path: str | Path) -> tuple[D2Net, list[str], TrainSettings]:
-    ckpt = read_checkpoint(path)
-    s = TrainSettings(**ckpt["settings"])
-    model = build_model(len(ckpt["classes"]), s, ckpt["feature_dim"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt["classes"], s
 
 
 def training_set(features_dir: str | Path, annotations_dir: str | Path, subset: str, skipped: set[str] = frozenset()):

@@ -183,7 +183,6 @@ def test_object_npy_streams_lazy_elements(tmp_path):
 def test_numpy_1_loads_the_wtalc_export(thumos_export, tmp_path):
     """The numpy those codebases ran on (1.26) loads our object arrays (numpy 2's own pickles fail there)."""
     import subprocess
-    import sys
     import venv
 
     export, ann, videos, _ = thumos_export

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.train import TrainSettings, build_model, load_model, training_set
+from pipeline.checkpoint import build_model, load_model
+from pipeline.train import TrainSettings, training_set
 from test_features import write_inputs
 from test_workflow import snakemake
 

@@ -80,7 +80,8 @@ def test_localize_keeps_detections_above_a_tenth_of_the_best():
 
 
 def test_the_stage_writes_activitynet_results_and_scores(tmp_path):
-    from pipeline.train import TrainSettings, build_model
+    from pipeline.checkpoint import build_model
+    from pipeline.train import TrainSettings
 
     s = TrainSettings(dropout=0.0)
     model = build_model(2, s, feature_dim=8)

@@ -14,7 +14,8 @@ from pipeline.io import atomic_write_json
 from pipeline.localize import LocalizeSettings, read_lengths_s, read_scores
 from pipeline.localize import run as localize
 from pipeline.report import run as report
-from pipeline.train import TrainSettings, build_model
+from pipeline.checkpoint import build_model
+from pipeline.train import TrainSettings
 
 
 @pytest.fixture

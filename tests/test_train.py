@@ -11,7 +11,8 @@ import torch
 
 from models.losses import video_scores
 from pipeline.evaluate import average_precision
-from pipeline.train import TrainSettings, load_model, train
+from pipeline.checkpoint import load_model
+from pipeline.train import TrainSettings, train
 
 
 def synthetic(n_videos, n_classes=3, dim=256, seed=0):
@@ -106,7 +107,7 @@ def demo_scores(results, experiment):
     """Video-level classification mAP on the demo's test videos, and how often the TCAM of a true segment's
     class is higher inside the segment than outside it."""
     from pipeline.annotations import read_table
-    from pipeline.train import load_model
+    from pipeline.checkpoint import load_model
 
     ann = read_table(results / "annotations")
     model, classes, s = load_model(results / "runs" / experiment / "model.pt")
