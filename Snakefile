@@ -265,10 +265,14 @@ if ANNOTATED:
             features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
             annotations=ANNOTATION_FILES,
             skipped=SKIPPED,
+            # the learning curve scores the model on the test subset as it trains (train.eval_every)
+            test_features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
+            test_metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
         output:
             model=MODEL,
             log=f"{OUT}/runs/{{experiment}}/log.csv",
             plot=f"{OUT}/runs/{{experiment}}/loss.png",
+            curve=f"{OUT}/runs/{{experiment}}/curve.csv",
         params:
             settings=lambda w: wf.as_param(wf.train_settings(config, w.experiment)),
             subset=PRESET["train_subset"],
@@ -280,6 +284,11 @@ if ANNOTATED:
             # recorded in model.pt, so predict can apply the model to other videos' features made the same way
             signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
             localize=lambda w: wf.as_param(wf.localize_settings(config, w.experiment)),
+            test=lambda w, input: [
+                "--test-features", os.path.dirname(input.test_features[0]), "--test-subset", PRESET["test_subset"],
+                "--test-decoded", os.path.dirname(os.path.dirname(input.test_metas[0])),
+                "--tiou", ",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
+                "--protocol", wf.evaluation_protocol(config, w.experiment)],
         threads: config["train"]["threads"]
         log:
             f"{OUT}/logs/train/{{experiment}}.log",
@@ -288,7 +297,7 @@ if ANNOTATED:
         shell:
             "python -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
             " --skipped {input.skipped:q} --subset {params.subset:q} --settings {params.settings:q}"
-            " --feature-signature {params.signature:q} --localize {params.localize:q}"
+            " --feature-signature {params.signature:q} --localize {params.localize:q} {params.test:q}"
             " --out {params.out:q} --threads {threads} 2> {log:q}"
 
 
@@ -374,6 +383,7 @@ if ANNOTATED:
             metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
             detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
             losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
+            curves=expand(f"{OUT}/runs/{{experiment}}/curve.csv", experiment=EXPERIMENTS),
             scores=expand(f"{OUT}/runs/{{experiment}}/scores.npz", experiment=EXPERIMENTS),
             provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
             skipped=SKIPPED,
@@ -388,6 +398,8 @@ if ANNOTATED:
             pr=report(f"{OUT}/report/pr_curve.png", caption="pipeline/report_captions/pr_curve.rst", category="Plots"),
             timelines=report(f"{OUT}/report/timelines.png", caption="pipeline/report_captions/timelines.rst",
                              category="Plots"),
+            curves=report(f"{OUT}/report/learning_curves.png",
+                          caption="pipeline/report_captions/learning_curves.rst", category="Plots"),
         params:
             args=lambda w, input, output: [
                 "--preset", config["preset"], "--experiments", ",".join(EXPERIMENTS),

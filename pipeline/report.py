@@ -96,6 +96,30 @@ def plot_timelines(videos: list[str], ann, detections: dict, tcams: dict, classe
     save_png(fig, path)
 
 
+def plot_curves(curves: dict[str, list], path: Path) -> None:
+    """mAP@0.5 and the mean mAP on the test subset against the training iteration, one line per experiment."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, col, name in zip(axes, (1, 2), ("mAP@0.5", "mean mAP over the tIoU thresholds")):
+        for exp, rows in curves.items():
+            if rows:
+                line, = ax.plot([r[0] for r in rows], [r[col] for r in rows], marker=".", label=exp)
+                for r in rows:
+                    if r[3]:  # the point whose weights became model.pt: selection on the test set
+                        ax.plot(r[0], r[col], marker="*", markersize=12, color=line.get_color())
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    if any(curves.values()):
+        axes[0].legend(fontsize=8)
+    else:
+        axes[0].text(0.5, 0.5, "no learning curve (train.eval_every: 0)", ha="center", va="center",
+                     transform=axes[0].transAxes)
+    fig.suptitle("Learning curves on the test subset (a star: weights selected on the test set)", fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
 def timeline_videos(ann, subset: str, detections: dict, n: int) -> list[str]:
     """The first ``n`` test videos (by name) that have ground truth and were localized."""
     return [v for v in ann.videos_in(subset) if ann.labels_of(v) and v in detections][:n]
@@ -259,6 +283,16 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
                      + ": numbers under different protocols are not comparable.")
     provenance = provenance_lines(feature_jsons)
     title = f"Weakly supervised action localization: {preset}"
+    from pipeline.learning_curve import read_csv
+
+    curves = {n: read_csv(runs / n / "curve.csv") for n in experiments if (runs / n / "curve.csv").exists()}
+    plot_curves(curves, out / "learning_curves.png")  # empty axes when train.eval_every is 0
+    plots["Learning curves (test subset)"] = out / "learning_curves.png"
+    for n, rows in curves.items():
+        chosen = [r[0] for r in rows if r[3]]
+        if chosen:
+            notes.append(f"{labels.get(n, n) if labels else n}: model SELECTED ON THE TEST SET (best mean mAP, "
+                         f"iteration {chosen[0]}), as the authors' code does: optimistic, not a held-out result.")
     for n in experiments:
         if (runs / n / "loss.png").exists():
             plots[f"Training loss ({n})"] = runs / n / "loss.png"

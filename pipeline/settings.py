@@ -184,6 +184,8 @@ class TrainSettings:
     iterations: int = 20000
     seed: int = 1
     checkpoint_every: int = 500
+    eval_every: int = 0  # iterations between test-subset evaluations (the learning curve); 0: none
+    select_on_test: bool = False  # keep the weights of the best test mAP (the reference code; selection on test)
 
     def __post_init__(self):
         if self.variant not in LOSS_VARIANTS:

@@ -128,8 +128,17 @@ def plot_losses(rows, path: Path, title: str) -> None:
 
 def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: TrainSettings, out_dir: str | Path,
           progress: bool = False, device: str = "auto", feature_signature: dict | None = None,
-          localize: dict | None = None) -> Path:
-    """Train (or resume from ``checkpoint.pt``) in ``out_dir``; returns the path of model.pt."""
+          localize: dict | None = None, test_set=None) -> Path:
+    """Train (or resume from ``checkpoint.pt``) in ``out_dir``; returns the path of model.pt.
+
+    With ``s.eval_every`` and a ``test_set`` (pipeline.learning_curve), the model is scored on the test
+    subset every ``eval_every`` iterations and at the end: ``curve.csv``; with ``s.select_on_test`` the
+    best point's weights (mean mAP over the tIoU thresholds) become model.pt.
+    """
+    from pipeline import learning_curve
+    from pipeline.settings import LocalizeSettings
+
+    loc = LocalizeSettings.from_dict(localize or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch_device(device, stage="train")
@@ -139,6 +148,8 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
     rng = np.random.default_rng(s.seed)
     pairs = torch.Generator().manual_seed(s.seed)
     rows: list[list[float]] = []
+    curve: list[list[float]] = []  # [iteration, mAP@0.5, mean mAP]
+    best: dict = {}  # select_on_test: {"iteration", "average_map", "state"}
     start = 0
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
@@ -153,6 +164,7 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
         pairs.set_state(ckpt["pair_rng"])
         rows, start = ckpt["log"], ckpt["iteration"]
+        curve, best = ckpt.get("curve", []), ckpt.get("best", {})
     bar = progress_bar(total=s.iterations, initial=start, desc=f"train {out.name}", unit="it") if progress else None
     model.train()
     t0 = time.perf_counter()
@@ -171,11 +183,17 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             bar.update()
             bar.set_postfix(loss=f"{total.item():.3f}", cls=f"{terms['cls']:.3f}", ds=f"{terms['ds']:.3f}",
                             dv=f"{terms['dv']:.3f}")
+        if test_set is not None and s.eval_every and ((it + 1) % s.eval_every == 0 or it + 1 == s.iterations):
+            r = learning_curve.score(model, classes, s.topk_divisor, test_set, loc)
+            curve.append([it + 1, r["map_at_0.5"], r["average_map"]])
+            if s.select_on_test and (not best or r["average_map"] > best["average_map"]):
+                best = {"iteration": it + 1, "average_map": r["average_map"],
+                        "state": learning_curve.copy_state(model)}
         if (it + 1) % s.checkpoint_every == 0 and it + 1 < s.iterations:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                      "pair_rng": pairs.get_state(), "log": rows, "iteration": it + 1,
-                     "settings": asdict(s), "classes": list(classes)}
+                     "settings": asdict(s), "classes": list(classes), "curve": curve, "best": best}
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state()
             _save(ckpt_path, state)
@@ -184,9 +202,12 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
         bar.close()
     _write_log(out / "log.csv", rows)
     plot_losses(rows, out / "loss.png", f"D2-Net ({s.variant})")
-    _save(out / "model.pt", {"model": model.state_dict(), "classes": list(classes), "settings": asdict(s),
+    learning_curve.write_csv(curve, out / "curve.csv", best.get("iteration"))
+    weights = best["state"] if best else model.state_dict()
+    selected = {"iteration": best["iteration"], "on": "test subset", "average_map": best["average_map"]} if best else {}
+    _save(out / "model.pt", {"model": weights, "classes": list(classes), "settings": asdict(s),
                              "feature_dim": feats[0].shape[1], "features": feature_signature or {},
-                             "localize": localize or {}})
+                             "localize": localize or {}, "selected": selected})
     ckpt_path.unlink(missing_ok=True)
     return out / "model.pt"
 
@@ -233,6 +254,11 @@ def main(argv=None) -> int:
     ap.add_argument("--feature-signature", default="{}",
                     help="JSON: how the features were made (recorded in model.pt for predict)")
     ap.add_argument("--localize", default="{}", help="JSON: LocalizeSettings of the preset (recorded for predict)")
+    ap.add_argument("--test-features", help="folder of the test subset's <video>.npy (learning curve)")
+    ap.add_argument("--test-decoded", help="folder of the test subset's <video>/meta.json")
+    ap.add_argument("--test-subset", help="the subset the learning curve is scored on")
+    ap.add_argument("--tiou", help="comma-separated tIoU thresholds of the learning curve")
+    ap.add_argument("--protocol", default="activitynet", help="evaluation protocol of the learning curve")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.threads:
@@ -241,8 +267,15 @@ def main(argv=None) -> int:
     feats, labels, classes, names = training_set(args.features, args.annotations, args.subset, skipped)
     s = TrainSettings.from_dict(json.loads(args.settings))
     print(f"train: {len(names)} videos, {len(classes)} classes, {s.iterations} iterations", file=sys.stderr)
+    test_set = None
+    if s.eval_every and args.test_features:
+        from pipeline.learning_curve import load_test_set
+
+        test_set = load_test_set(args.test_features, args.test_decoded, args.annotations, args.test_subset,
+                                 [float(t) for t in args.tiou.split(",")], args.protocol, skipped)
     train(feats, labels, classes, s, args.out, progress=not args.no_progress, device=args.device,
-          feature_signature=json.loads(args.feature_signature), localize=json.loads(args.localize))
+          feature_signature=json.loads(args.feature_signature), localize=json.loads(args.localize),
+          test_set=test_set)
     return 0
 
 

@@ -186,7 +186,8 @@ def train_settings(config: dict, experiment: str | None = None) -> TrainSettings
     d2 = preset(config)["d2net"]
     t = {k: v for k, v in config["train"].items() if k != "threads"}
     own = experiments(config).overrides[experiment] if experiment else {}
-    return TrainSettings.from_dict({**d2, **t, **{k: v for k, v in own.items() if k not in PER_EXPERIMENT_BLOCKS}})
+    # global train settings, then the preset's (more specific), then the experiment's
+    return TrainSettings.from_dict({**t, **d2, **{k: v for k, v in own.items() if k not in PER_EXPERIMENT_BLOCKS}})
 
 
 # Blocks an experiment may override besides D2-Net's settings (the reference_code profile uses both).

@@ -71,10 +71,10 @@ def test_report_has_the_table_provenance_skipped_videos_and_plots(small_run):
     assert "| experiment | mAP@0.1 | mAP@0.3 | mAP@0.5 | mAP@0.7 | avg | F1@0.5 | cls mAP |" in md
     assert "| d2net |" in md and "| ce_only |" in md and "| chance (d2net's detections placed at random) |" in md
     assert "- v4 (decode): v4.mp4: cannot open as a video" in md
-    for png in ("ap_per_class.png", "pr_curve.png", "timelines.png"):
+    for png in ("ap_per_class.png", "pr_curve.png", "timelines.png", "learning_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({png})" in md
     html = (out / "report.html").read_text()
-    assert html.count("<img ") == 3 and html.count("data:image/png;base64,") == 3  # self-contained
+    assert html.count("<img ") == 4 and html.count("data:image/png;base64,") == 4  # self-contained
     assert "<table>" in html and "<td>d2net</td>" in html and "class='prov warn'" in html
 
 
@@ -99,7 +99,7 @@ def test_a_headless_browser_renders_the_table_and_images(small_run, tmp_path_fac
         "' ok='+ok+' rows='+t.rows.length+' width='+t.offsetWidth;}</script></body>")))
     dom = subprocess.run(common + ["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], capture_output=True,
                          text=True, timeout=120)
-    assert "<title>RENDERED images=3 ok=true rows=4 width=" in dom.stdout, dom.stderr[-2000:]
+    assert "<title>RENDERED images=4 ok=true rows=4 width=" in dom.stdout, dom.stderr[-2000:]
     subprocess.run(common + [f"--screenshot={shot}", "--window-size=1200,2400", (out / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     from PIL import Image

@@ -149,3 +149,52 @@ def test_learns_the_demo(tmp_path):
     assert d2net["map"]["0.5"] >= 50 and d2net["map"]["0.5"] >= 3 * d2net["chance"]["map"]["0.5"]
     assert d2net["average_map"] >= ce["average_map"]  # the paper's Table 3 ordering
     assert "<table>" in (out / "report" / "report.html").read_text()
+
+
+def synthetic_test_set(n_videos=8, seed=1):
+    """The synthetic test videos as a pipeline.learning_curve.TestSet (snippets 1 s, segments in seconds)."""
+    from pipeline.annotations import Annotations, Segment
+    from pipeline.learning_curve import TestSet
+
+    feats, _, segments = synthetic(n_videos, seed=seed)
+    names = [f"t{i}" for i in range(n_videos)]
+    segs = [Segment(v, "test", "abc"[c], float(a), float(b), float(len(f)))
+            for v, f, ss in zip(names, feats, segments) for c, a, b in ss]
+    ann = Annotations(["a", "b", "c"], segs, [], {v: ("test", float(len(f))) for v, f in zip(names, feats)})
+    return TestSet(dict(zip(names, feats)), {v: (1.0, 1.0) for v in names}, ann, "test", [0.3, 0.5, 0.7],
+                   "activitynet")
+
+
+def test_the_learning_curve_reads_without_changing_training(tmp_path):
+    from pipeline.learning_curve import read_csv
+
+    torch.set_num_threads(2)
+    feats, labels, _ = synthetic(24, seed=0)
+    s = TrainSettings(iterations=60, seed=0, **FAST)
+    plain = torch.load(train(feats, labels, ["a", "b", "c"], s, tmp_path / "plain"), weights_only=True)
+    s_eval = TrainSettings(iterations=60, seed=0, eval_every=20, **FAST)
+    curved = torch.load(train(feats, labels, ["a", "b", "c"], s_eval, tmp_path / "curve",
+                              test_set=synthetic_test_set()), weights_only=True)
+    assert all(torch.equal(plain["model"][k], curved["model"][k]) for k in plain["model"])  # scoring is read-only
+    rows = read_csv(tmp_path / "curve" / "curve.csv")
+    assert [r[0] for r in rows] == [20, 40, 60] and not any(r[3] for r in rows) and curved["selected"] == {}
+    assert all(0 <= r[1] <= 100 and 0 <= r[2] <= 100 for r in rows) and rows[-1][1] > 0
+
+
+def test_selection_on_the_test_set_keeps_the_best_points_weights(tmp_path):
+    from pipeline.checkpoint import load_model
+    from pipeline.learning_curve import read_csv, score
+    from pipeline.settings import LocalizeSettings
+
+    torch.set_num_threads(2)
+    feats, labels, _ = synthetic(24, seed=0)
+    test = synthetic_test_set()
+    s = TrainSettings(iterations=60, seed=0, eval_every=10, select_on_test=True, **FAST)
+    path = train(feats, labels, ["a", "b", "c"], s, tmp_path, test_set=test)
+    rows = read_csv(tmp_path / "curve.csv")
+    best = max(rows, key=lambda r: r[2])
+    assert [r[0] for r in rows if r[3]] == [best[0]]
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["selected"]["iteration"] == best[0] and ckpt["selected"]["on"] == "test subset"
+    model, classes, ts = load_model(path)  # the selected weights score what the curve recorded
+    assert abs(score(model, classes, ts.topk_divisor, test, LocalizeSettings())["average_map"] - best[2]) < 1e-3
