@@ -54,7 +54,8 @@ wildcard_constraints:
 
 
 EXPERIMENT_SET = wf.experiments(config)  # a mapping, or one of experiment_sets (--config experiments=table3)
-EXPERIMENTS = list(EXPERIMENT_SET.overrides)  # in config order: the report's table rows
+# The `experiment` wildcard is a run: an experiment, with `.s<seed>` when train.seeds holds several.
+EXPERIMENTS = wf.runs(config)  # in config order: the report's table rows
 
 # Files that rules with thousands of inputs (skipped_videos, train, localize, report) read. Those
 # rules name them as plain paths: a `rules.<name>.output` reference there costs Snakemake time
@@ -404,6 +405,7 @@ if ANNOTATED:
             args=lambda w, input, output: [
                 "--preset", config["preset"], "--experiments", ",".join(EXPERIMENTS),
                 "--labels", json.dumps(EXPERIMENT_SET.labels), "--caption", EXPERIMENT_SET.caption,
+                "--groups", json.dumps({r: wf.run_parts(config, r)[0] for r in EXPERIMENTS}),
                 "--subset", PRESET["test_subset"], "--timelines", wf.localize_config(config)["report_videos"],
                 "--runs", os.path.dirname(os.path.dirname(input.metrics[0])),
                 "--annotations", os.path.dirname(input.annotations[0]), "--skipped", input.skipped,

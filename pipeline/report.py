@@ -125,17 +125,36 @@ def timeline_videos(ann, subset: str, detections: dict, n: int) -> list[str]:
     return [v for v in ann.videos_in(subset) if ann.labels_of(v) and v in detections][:n]
 
 
-def table_rows(metrics: dict[str, dict], labels: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
-    """The results table; ``labels`` name the rows as a paper table does (e.g. "L_Dis + L_D (dis_ld)")."""
+def table_rows(metrics: dict[str, dict], labels: dict[str, str] | None = None,
+               groups: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The results table, one row per experiment; ``labels`` name the rows as a paper table does (e.g.
+    "L_Dis + L_D (dis_ld)"); ``groups`` (run -> experiment) folds the seeds of an experiment into one row
+    of mean ± standard deviation."""
     labels = labels or {}
+    groups = groups or {n: n for n in metrics}
     thresholds = next(iter(metrics.values()))["tiou_thresholds"]
     header = ["experiment"] + [f"mAP@{t:g}" for t in thresholds] + ["avg", "F1@0.5", "cls mAP"]
+    by_experiment: dict[str, list[dict]] = {}
+    for run, m in metrics.items():
+        by_experiment.setdefault(groups.get(run, run), []).append(m)
+
+    def cell(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        if len(values) == 1:
+            return f"{values[0]:.1f}"
+        return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
     rows = []
-    for n, m in metrics.items():
+    for n, ms in by_experiment.items():
         label = labels.get(n, n)
-        rows.append([n if label == n else f"{label} ({n})"] + [f"{m['map'][f'{t:g}']:.1f}" for t in thresholds] + [
-            f"{m['average_map']:.1f}", f"{100 * m['f1']['f1']:.1f}",
-            f"{m['classification_map']:.1f}" if "classification_map" in m else "-"])
+        name = n if label == n else f"{label} ({n})"
+        if len(ms) > 1:
+            name += f", {len(ms)} seeds"
+        rows.append([name] + [cell([m["map"][f"{t:g}"] for m in ms]) for t in thresholds] + [
+            cell([m["average_map"] for m in ms]), cell([100 * m["f1"]["f1"] for m in ms]),
+            cell([m.get("classification_map") for m in ms])])
     first, m = next(iter(metrics.items()))
     if "chance" in m:
         c = m["chance"]
@@ -179,8 +198,9 @@ def cost_tables(costs: dict) -> list[tuple[str, list[str], list[list[str]], str]
 
 
 def markdown(title: str, provenance: list[str], metrics: dict[str, dict], skipped: list[dict],
-             plots: dict[str, str], notes: list[str], tables=(), labels=None, caption: str = "") -> str:
-    header, rows = table_rows(metrics, labels)
+             plots: dict[str, str], notes: list[str], tables=(), labels=None, caption: str = "",
+             groups=None) -> str:
+    header, rows = table_rows(metrics, labels, groups)
     out = [f"**{line}**  " for line in provenance] + ["", f"# {title}", ""] + ([f"## {caption}", ""] if caption else [])
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -202,10 +222,10 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def page(title: str, provenance: list[str], metrics: dict[str, dict], skipped: list[dict],
-         plots: dict[str, Path], notes: list[str], tables=(), labels=None, caption: str = "") -> str:
+         plots: dict[str, Path], notes: list[str], tables=(), labels=None, caption: str = "", groups=None) -> str:
     """The HTML report, its PNGs inlined so the one file can be mailed or archived."""
     e = html.escape
-    table = (f"<h2>{e(caption)}</h2>" if caption else "") + _html_table(*table_rows(metrics, labels))
+    table = (f"<h2>{e(caption)}</h2>" if caption else "") + _html_table(*table_rows(metrics, labels, groups))
     extra = "".join(f"<h2>{e(c)}</h2>{_html_table(h, r)}<p>{e(n)}</p>" for c, h, r, n in tables)
     skipped_html = ("<ul>" + "".join(f"<li>{e(s['video'])} ({e(s['stage'])}): {e(s['reason'])}</li>"
                                      for s in skipped) + "</ul>") if skipped else "<p>None.</p>"
@@ -240,7 +260,7 @@ def provenance_lines(feature_jsons) -> list[str]:
 
 def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str, subset: str, skipped_json: str,
         feature_jsons: list[str], out_dir: str, n_timelines: int, costs_json: str | None = None,
-        labels: dict[str, str] | None = None, caption: str = "") -> None:
+        labels: dict[str, str] | None = None, caption: str = "", groups: dict[str, str] | None = None) -> None:
     from pipeline.annotations import read_table
     from pipeline.evaluate import load_detections
     from pipeline.localize import read_tcams
@@ -277,6 +297,9 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
                  "on Ambiguous segments are ignored" if m0["protocol"] == "activitynet" else
                  "D2-Net reference: snippet grid, first-match, detections on Ambiguous segments dropped") + ").",
              "F1 at tIoU 0.5 over all kept detections; cls mAP: video-level classification mAP (top-k pooled scores)."]
+    if groups and len(set(groups.values())) < len(groups):
+        notes.append("a ± b: mean and standard deviation over the seeds of an experiment (train.seeds); "
+                     "the chance row, timelines and per-class plots use the first run.")
     protocols = {n: m["protocol"] for n, m in metrics.items()}
     if len(set(protocols.values())) > 1:  # e.g. the reference_code profile evaluates as the authors' code does
         notes.insert(2, "Protocols differ between rows: " + "; ".join(f"{n}: {p}" for n, p in protocols.items())
@@ -299,9 +322,9 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
     tables = cost_tables(json.loads(Path(costs_json).read_text())) if costs_json else []
     atomic_write_text(out / "report.md", markdown(title, provenance, metrics, skipped,
                                                   {c: os.path.relpath(p, out) for c, p in plots.items()}, notes,
-                                                  tables, labels, caption))
+                                                  tables, labels, caption, groups))
     atomic_write_text(out / "report.html", page(title, provenance, metrics, skipped, plots, notes, tables, labels,
-                                                caption))
+                                                caption, groups))
 
 
 def main(argv=None) -> int:
@@ -310,6 +333,7 @@ def main(argv=None) -> int:
     ap.add_argument("--experiments", required=True, help="comma-separated experiment names (runs/<name>)")
     ap.add_argument("--labels", default="{}", help="JSON experiment -> row label (an experiment set's)")
     ap.add_argument("--caption", default="", help="heading of the results table (an experiment set's)")
+    ap.add_argument("--groups", default="{}", help="JSON run -> experiment: seeds of one experiment share a row")
     ap.add_argument("--runs", required=True, help="folder of <experiment>/{metrics.json,detections.json,scores.npz}")
     ap.add_argument("--annotations", required=True, help="folder written by the annotations stage")
     ap.add_argument("--subset", required=True)
@@ -320,7 +344,8 @@ def main(argv=None) -> int:
     ap.add_argument("feature_jsons", nargs="*", help="features/<video>.json provenance files")
     args = ap.parse_args(argv)
     run(args.preset, args.experiments.split(","), args.runs, args.annotations, args.subset, args.skipped,
-        args.feature_jsons, args.out, args.timelines, args.costs, json.loads(args.labels), args.caption)
+        args.feature_jsons, args.out, args.timelines, args.costs, json.loads(args.labels), args.caption,
+        json.loads(args.groups) or None)
     print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
     return 0
 

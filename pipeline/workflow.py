@@ -181,10 +181,33 @@ def experiments(config: dict) -> Experiments:
     return Experiments(dict(chosen), {n: n for n in chosen}, "")
 
 
+def runs(config: dict) -> list[str]:
+    """One training run per experiment and seed, in the report's order: ``<experiment>`` with one seed,
+    ``<experiment>.s<seed>`` with several (``train.seeds``)."""
+    seeds = config["train"]["seeds"]
+    return [e if len(seeds) == 1 else f"{e}.s{seed}" for e in experiments(config).overrides for seed in seeds]
+
+
+def run_parts(config: dict, run: str) -> tuple[str, int]:
+    """(experiment, seed) of a run name from ``runs``."""
+    names = experiments(config).overrides
+    if run in names:
+        return run, config["train"]["seeds"][0]
+    experiment, _, seed = run.rpartition(".s")
+    if experiment not in names or not seed.isdigit():
+        raise ConfigError(f"run {run!r} is none of the experiments ({', '.join(names)}) with a seed")
+    return experiment, int(seed)
+
+
 def train_settings(config: dict, experiment: str | None = None) -> TrainSettings:
-    """The preset's D2-Net settings, the global training settings, then the experiment's overrides (if any)."""
+    """The global training settings, the preset's D2-Net settings, then the experiment's overrides (if any).
+
+    ``experiment`` may be a run name (``d2net.s2``): its seed is that run's."""
     d2 = preset(config)["d2net"]
-    t = {k: v for k, v in config["train"].items() if k != "threads"}
+    t = {k: v for k, v in config["train"].items() if k not in ("threads", "seeds")}
+    t["seed"] = config["train"]["seeds"][0]
+    if experiment is not None:
+        experiment, t["seed"] = run_parts(config, experiment)
     own = experiments(config).overrides[experiment] if experiment else {}
     # global train settings, then the preset's (more specific), then the experiment's
     return TrainSettings.from_dict({**t, **d2, **{k: v for k, v in own.items() if k not in PER_EXPERIMENT_BLOCKS}})
@@ -195,6 +218,7 @@ PER_EXPERIMENT_BLOCKS = ("localize", "evaluation")
 
 
 def evaluation_protocol(config: dict, experiment: str | None = None) -> str:
+    experiment = run_parts(config, experiment)[0] if experiment else None
     own = experiments(config).overrides[experiment].get("evaluation", {}) if experiment else {}
     return own.get("protocol", config["evaluation"]["protocol"])
 
@@ -206,6 +230,7 @@ def localize_config(config: dict) -> dict:
 
 def localize_settings(config: dict, experiment: str | None = None) -> LocalizeSettings:
     """The global ``localize:`` block, the preset's overrides, then the experiment's (if any)."""
+    experiment = run_parts(config, experiment)[0] if experiment else None
     own = experiments(config).overrides[experiment].get("localize", {}) if experiment else {}
     loc = {**localize_config(config), **own}
     return LocalizeSettings.from_dict({k: v for k, v in loc.items() if k != "report_videos"})

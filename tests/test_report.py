@@ -116,3 +116,15 @@ def test_an_experiment_set_labels_the_rows_as_the_paper_table():
     assert [r[0] for r in rows] == ["L_CE (ce)", "L_Dis + L_D (dis_ld)"]
     md = markdown("t", [], {"ce": m}, [], {}, [], labels={"ce": "L_CE"}, caption="Table 3: the losses")
     assert "## Table 3: the losses" in md and "| L_CE (ce) | 30.0 |" in md
+
+
+def test_the_seeds_of_an_experiment_share_a_row_of_mean_and_std():
+    from pipeline.report import table_rows
+
+    def m(x):
+        return {"tiou_thresholds": [0.5], "map": {"0.5": x}, "average_map": x, "f1": {"f1": x / 100}}
+
+    metrics = {"d2net.s1": m(30.0), "d2net.s2": m(34.0), "ce_only.s1": m(20.0), "ce_only.s2": m(20.0)}
+    groups = {"d2net.s1": "d2net", "d2net.s2": "d2net", "ce_only.s1": "ce_only", "ce_only.s2": "ce_only"}
+    _, rows = table_rows(metrics, None, groups)
+    assert rows[0][:3] == ["d2net, 2 seeds", "32.0 ± 2.8", "32.0 ± 2.8"] and rows[1][1] == "20.0 ± 0.0"

@@ -48,8 +48,8 @@ BLOCKS = [
     (lambda: {k: v for k, v in props(SCHEMA["properties"]["features"]).items()
               if k not in {f.name for f in fields(FeatureSettings)}}, FeatureRuntime, set()),
     (lambda: {**props(SCHEMA["$defs"]["d2net"]), **{k: v for k, v in props(SCHEMA["properties"]["train"]).items()
-                                                   if k != "threads"},
-              "variant": props(SCHEMA["$defs"]["experiments"]["additionalProperties"])["variant"]},
+                                                   if k not in ("threads", "seeds")},
+              **{k: props(SCHEMA["$defs"]["experiments"]["additionalProperties"])[k] for k in ("variant", "seed")}},
      TrainSettings, set()),
     (lambda: {k: v for k, v in props(SCHEMA["$defs"]["localize"]).items() if k != "report_videos"},
      LocalizeSettings, set()),

@@ -470,3 +470,11 @@ def test_the_reference_code_profile_runs_beside_the_paper_settings(tmp_path):
     assert planned_jobs(dry)["train"] == 2
     assert "--protocol activitynet" in dry and "--protocol d2net" in dry
     assert '"nms_iou": 0.3' in dry and '"weight_decay": 0.0005' in dry
+
+
+def test_each_experiment_runs_once_per_seed(tmp_path):
+    _, dry = snakemake(tmp_path, {}, "-n", "-p", "--config", "train={seeds: [1, 2]}")
+    assert planned_jobs(dry)["train"] == 4
+    runs = sorted(set(re.findall(r"runs/([\w.-]+)/model\.pt", dry)))
+    assert runs == ["ce_only.s1", "ce_only.s2", "d2net.s1", "d2net.s2"]
+    assert '"seed": 1' in dry and '"seed": 2' in dry
