@@ -35,6 +35,7 @@ MODEL_IN = config.get("model", "")  # a trained model.pt to predict with
 OUT = wf.results_dir(config)
 wf.check_writable(OUT)
 DEMO = wf.demo_settings(PRESET)
+wf.check_settings(config)  # cross-field constraints the schema cannot express, before any job
 # name -> (path, subset, duration) of every video this run processes; annotated videos without a file,
 # and files no annotation claims (both found here, on the machine that plans the run)
 VIDEOS, MISSING, UNANNOTATED = wf.videos(config)

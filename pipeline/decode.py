@@ -205,8 +205,6 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
     snippet; on any error nothing is left behind.
     """
     path = os.fspath(path)
-    if settings.crop > settings.short_side:
-        raise ValueError(f"crop {settings.crop} is larger than short side {settings.short_side}")
     if not os.path.isfile(path):
         raise DecodeError(f"{path}: no such file")
     if not os.access(path, os.R_OK):

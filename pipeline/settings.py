@@ -103,6 +103,8 @@ class DecodeSettings:
             raise ValueError(f"decode: fps must be a number or 'native', not {self.fps!r}")
         if not isinstance(self.fps, str) and not self.fps > 0:
             raise ValueError(f"decode: fps must be positive, not {self.fps!r}")
+        if self.crop > self.short_side:
+            raise ValueError(f"decode: crop {self.crop} is larger than short_side {self.short_side}")
         if self.snippet_frames < 1 or self.stride < 1 or self.snippet_frames % self.stride:
             # frames are stored in blocks of one stride, and a snippet is a run of whole blocks
             raise ValueError(f"decode: snippet_stride {self.stride} must divide snippet_frames "
@@ -209,6 +211,10 @@ class LocalizeSettings:
     keep_scope: str = "video"  # video (the paper) | class (the reference code filters per (video, class))
 
     def __post_init__(self):
+        start, stop, step = self.thresholds
+        if not (0 < start <= stop < 1 and step > 0):
+            raise ValueError(f"localize: thresholds {list(self.thresholds)} must be [start, stop, step] with "
+                             "0 < start <= stop < 1 and step > 0")
         if self.keep_scope not in ("video", "class"):
             raise ValueError(f"unknown keep_scope {self.keep_scope!r}; choose video or class")
         if self.class_selection not in CLASS_SELECTIONS:

@@ -351,6 +351,9 @@ def videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
     if demo is not None:
         return {v: Video(f"{p['videos']}/{v}.mp4", subset, demo.max_duration_s)
                 for subset, vs in demo_data.video_names(demo).items() for v in vs}, [], []
+    if not Path(p["videos"]).is_dir():
+        raise ConfigError(f"preset {config['preset']}: videos folder {p['videos']} does not exist "
+                          f"(put the videos there, or --config videos=PATH)")
     ann = annotations.read(p["annotations"])
     found = annotations.locate_videos(ann, p["videos"], config["video_extensions"], config["on_missing_video"])
     last_end: dict[str, float] = {}
@@ -359,6 +362,19 @@ def videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
     return ({v: Video(path, ann.videos[v][0],
                       ann.videos[v][1] if math.isfinite(ann.videos[v][1]) else last_end.get(v, 0.0))
              for v, path in found.paths.items()}, found.missing, found.unannotated)
+
+
+def check_settings(config: dict) -> None:
+    """Build every stage's settings now, so a setting that passes the schema but not its stage (crop above
+    the short side, thresholds start > stop, ...) stops the run at start-up, naming it, not in every job."""
+    try:
+        decode_settings(config), flow_settings(config), flow_runtime(config)
+        feature_settings(config), feature_runtime(config)
+        if annotated(config):
+            for run in runs(config):
+                train_settings(config, run), localize_settings(config, run)
+    except ValueError as e:
+        raise ConfigError(f"workflow_config (preset {config['preset']}): {e}") from None
 
 
 def staged_root(staged: str, original: str) -> str:

@@ -478,3 +478,14 @@ def test_each_experiment_runs_once_per_seed(tmp_path):
     runs = sorted(set(re.findall(r"runs/([\w.-]+)/model\.pt", dry)))
     assert runs == ["ce_only.s1", "ce_only.s2", "d2net.s1", "d2net.s2"]
     assert '"seed": 1' in dry and '"seed": 2' in dry
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"localize": {"thresholds": [0.5, 0.1, 0.025]}}, "localize: thresholds [0.5, 0.1, 0.025] must be [start, stop, step]"),
+    ({"presets": {"demo": {"crop": 200}}}, "decode: crop 200 is larger than short_side 96"),
+    ({"preset": "thumos14", "presets": {"thumos14": {"videos": "no/such/folder"}}},
+     "preset thumos14: videos folder no/such/folder does not exist"),
+])
+def test_settings_that_pass_the_schema_but_not_their_stage_stop_at_start_up(tmp_path, override, message):
+    rc, out = snakemake(tmp_path, override, "-n", check=False)
+    assert rc != 0 and message in out, out[-2000:]
