@@ -95,8 +95,7 @@ def flow_settings(config: dict) -> FlowSettings:
     f = config["flow"]
     tvl1 = {**f["tvl1"], **preset(config).get("tvl1", {})}
     tvl1["lambda_"] = tvl1.pop("lambda")
-    return FlowSettings(backend=preset(config).get("flow_backend", f["backend"]), bound=f["bound"],
-                        quantize=f["quantize"], tvl1=TVL1Params(**tvl1))
+    return FlowSettings(backend=f["backend"], bound=f["bound"], quantize=f["quantize"], tvl1=TVL1Params(**tvl1))
 
 
 def flow_runtime(config: dict) -> FlowRuntime:
