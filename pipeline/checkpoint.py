@@ -21,17 +21,35 @@ def build_model(n_classes: int, s: TrainSettings, feature_dim: int = 2048) -> D2
                  s.dropout)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """model.pt as written by ``train`` (tensors and plain data only: ``weights_only``)."""
+MODEL_KEYS = ("model", "classes", "settings", "feature_dim")
+
+
+class CheckpointError(ValueError):
+    """A model or checkpoint file that cannot be used; the message names the file."""
+
+
+def read_checkpoint(path: str | Path, keys=MODEL_KEYS) -> dict:
+    """A file ``train`` wrote (tensors and plain data only: ``weights_only``, so a pickle carrying code is
+    refused); any failure, or a missing key, is one CheckpointError naming the file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable model checkpoint: {e}") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as e:  # truncated, random bytes, a code-carrying pickle (UnpicklingError), not a torch file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first[:200]})") from None
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a checkpoint written by train: missing {', '.join(missing)}")
+    return ckpt
 
 
 def load_model(path: str | Path) -> tuple[D2Net, list[str], TrainSettings]:
     ckpt = read_checkpoint(path)
-    s = TrainSettings(**ckpt["settings"])
-    model = build_model(len(ckpt["classes"]), s, ckpt["feature_dim"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        s = TrainSettings(**ckpt["settings"])
+        model = build_model(len(ckpt["classes"]), s, ckpt["feature_dim"])
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: does not fit a D2-Net: {str(e).splitlines()[0][:200]}") from None
     return model.eval(), ckpt["classes"], s

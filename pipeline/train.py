@@ -126,6 +126,43 @@ def plot_losses(rows, path: Path, title: str) -> None:
     save_png(fig, path)
 
 
+def inputs_fingerprint(feats: list[np.ndarray], labels: np.ndarray, classes: list[str]) -> str:
+    """sha256 of everything training reads: the classes, the labels and every training video's features."""
+    import hashlib
+
+    h = hashlib.sha256("\n".join(classes).encode())
+    h.update(np.ascontiguousarray(labels, np.float32).tobytes())
+    for f in feats:
+        h.update(str(f.shape).encode())
+        h.update(np.ascontiguousarray(f).tobytes())
+    return h.hexdigest()
+
+
+def resumable(path: Path, settings: dict, inputs: str) -> dict | None:
+    """The checkpoint to resume from, or None. One that cannot be read, or was made with other settings or
+    on other inputs (features, labels, classes), is set aside (renamed, never deleted) with a line saying why."""
+    from pipeline.checkpoint import CheckpointError, read_checkpoint
+
+    if not path.exists():
+        return None
+    why = None
+    try:
+        ckpt = read_checkpoint(path, keys=("model", "optimizer", "iteration", "settings", "classes", "log"))
+        if ckpt["settings"] != settings:
+            why = "it was made with other training settings"
+        elif ckpt.get("inputs") != inputs:
+            why = "it was made on other inputs (training features, labels or classes changed)"
+    except CheckpointError as e:
+        why = str(e)
+    if why is None:
+        return ckpt
+    aside = path.with_name(f"{path.name}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(aside)
+    print(f"train: not resuming from {path}: {why}; moved to {aside.name}, training from the start",
+          file=sys.stderr)
+    return None
+
+
 def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: TrainSettings, out_dir: str | Path,
           progress: bool = False, device: str = "auto", feature_signature: dict | None = None,
           localize: dict | None = None, test_set=None) -> Path:
@@ -152,10 +189,9 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
     best: dict = {}  # select_on_test: {"iteration", "average_map", "state"}
     start = 0
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt["settings"] != asdict(s) or ckpt["classes"] != list(classes):
-            raise ValueError(f"{ckpt_path}: written with other settings or classes; delete it to start over")
+    inputs = inputs_fingerprint(feats, labels, classes)
+    ckpt = resumable(ckpt_path, asdict(s), inputs)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         rng.bit_generator.state = ckpt["numpy_rng"]
@@ -193,7 +229,8 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                      "pair_rng": pairs.get_state(), "log": rows, "iteration": it + 1,
-                     "settings": asdict(s), "classes": list(classes), "curve": curve, "best": best}
+                     "settings": asdict(s), "classes": list(classes), "curve": curve, "best": best,
+                     "inputs": inputs}
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state()
             _save(ckpt_path, state)

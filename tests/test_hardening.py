@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoint import build_model, load_model
+from pipeline.checkpoint import CheckpointError, build_model, load_model
 from pipeline.train import TrainSettings, training_set
 from test_features import write_inputs
 from test_workflow import snakemake
@@ -72,9 +72,72 @@ def test_a_malicious_checkpoint_is_refused(tmp_path, monkeypatch):
     s = TrainSettings()
     torch.save({"model": build_model(1, s, 8).state_dict(), "classes": ["Jump"], "settings": s.__dict__,
                 "feature_dim": 8, "extra": Payload()}, tmp_path / "model.pt")
-    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+    with pytest.raises(CheckpointError, match=r"model\.pt: not a readable checkpoint \(UnpicklingError: Weights only"):
         load_model(tmp_path / "model.pt")
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a readable checkpoint"),
+    (np.random.default_rng(0).bytes(3000), "not a readable checkpoint"),
+    (None, "not a checkpoint written by train: missing model, classes, settings, feature_dim"),
+])
+def test_unreadable_model_files_are_one_line_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "model.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(3)}, path)  # a valid torch file, not ours
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        load_model(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_checkpoint_made_on_other_inputs_or_unreadable_is_set_aside(tmp_path, capsys):
+    from pipeline.train import train
+
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((20, 16)).astype(np.float32) for _ in range(4)]
+    labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    s = TrainSettings(iterations=6, batch_size=2, max_seqlen=20, pdmi_start_iter=2, checkpoint_every=3, seed=0)
+    fresh = torch.load(train(feats, labels, ["a", "b"], s, tmp_path / "fresh"), weights_only=True)["model"]
+    # a checkpoint from training on other features (say features.random_seed changed upstream)
+    other = [f + 1 for f in feats]
+    run = tmp_path / "run"
+    _kill_after_checkpoint(other, labels, s, run)  # killed at iteration 3, on the other features
+    resumed = torch.load(train(feats, labels, ["a", "b"], s, run), weights_only=True)["model"]
+    assert "made on other inputs" in capsys.readouterr().err
+    assert all(torch.equal(fresh[k], resumed[k]) for k in fresh)
+    assert list(run.glob("checkpoint.pt.set-aside-*"))
+    # an unreadable checkpoint is set aside too, and training starts over
+    (run / "checkpoint.pt").write_bytes(b"garbage")
+    again = torch.load(train(feats, labels, ["a", "b"], s, run), weights_only=True)["model"]
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert all(torch.equal(fresh[k], again[k]) for k in fresh)
+
+
+def _kill_after_checkpoint(feats, labels, s, out):
+    """Write checkpoint.pt at iteration 3 of training on ``feats``, as a run killed after its first checkpoint."""
+    from pipeline.train import train
+
+    class Stop(Exception):
+        pass
+
+    import pipeline.train as t
+    saved = t._save
+
+    def save_then_stop(path, obj):
+        saved(path, obj)
+        if path.name == "checkpoint.pt":
+            raise Stop
+
+    t._save = save_then_stop
+    try:
+        train(feats, labels, ["a", "b"], s, out)
+    except Stop:
+        pass
+    finally:
+        t._save = saved
 
 
 def test_an_unwritable_results_dir_is_a_clear_error(tmp_path):
