@@ -233,8 +233,10 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
                      "inputs": inputs}
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state()
+            # The checkpoint (not a declared output) is the resumable state; the declared outputs
+            # (log.csv, model.pt, ...) appear only at the end, so an interrupted job leaves none of them
+            # for Snakemake to call incomplete, and a plain rerun resumes.
             _save(ckpt_path, state)
-            _write_log(out / "log.csv", rows)
     if bar is not None:
         bar.close()
     _write_log(out / "log.csv", rows)

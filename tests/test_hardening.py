@@ -105,6 +105,7 @@ def test_a_checkpoint_made_on_other_inputs_or_unreadable_is_set_aside(tmp_path, 
     other = [f + 1 for f in feats]
     run = tmp_path / "run"
     _kill_after_checkpoint(other, labels, s, run)  # killed at iteration 3, on the other features
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]  # no declared output yet: a plain rerun resumes
     resumed = torch.load(train(feats, labels, ["a", "b"], s, run), weights_only=True)["model"]
     assert "made on other inputs" in capsys.readouterr().err
     assert all(torch.equal(fresh[k], resumed[k]) for k in fresh)
