@@ -106,9 +106,13 @@ def validate(ann: Annotations, on_bad: str = "fail") -> Annotations:
     dropped = list(ann.dropped)
 
     def keep(segs: list[Segment], check_label: bool) -> list[Segment]:
-        out = []
+        out, seen = [], {}
         for s in segs:
             msg = problem(s, check_label)
+            key = (s.video, s.label, s.start_s, s.end_s)
+            if msg is None and key in seen:  # would count twice in training labels and evaluation
+                msg = f"duplicate of {seen[key]}"
+            seen.setdefault(key, s.source or "an earlier line")
             if msg is None:
                 out.append(s)
                 continue

@@ -181,6 +181,7 @@ def test_csv_bad_header(tmp_path):
     ("v1,train,Jump,5,3,10", r"ann\.csv:3: video v1: start 5 s is not before end 3 s"),
     ("v1,train,Jump,8,12,10", r"ann\.csv:3: video v1: segment \[8, 12\] s ends past the video's duration 10 s"),
     ("v1,train,Jump,-1,2,10", r"ann\.csv:3: video v1: negative start -1 s"),
+    ("v0,train,Run,1,2,10", r"ann\.csv:3: video v0: duplicate of .*ann\.csv:2"),
 ])
 def test_bad_rows_fail_or_skip(tmp_path, row, message):
     path = write(tmp_path / "ann.csv", "video,subset,label,start,end,duration\nv0,train,Run,1,2,10\n" + row + "\n")
@@ -188,7 +189,7 @@ def test_bad_rows_fail_or_skip(tmp_path, row, message):
     with pytest.raises(A.AnnotationError, match=message):
         A.validate(ann, on_bad="fail")
     kept = A.validate(ann, on_bad="skip")
-    assert [(s.video, s.label) for s in kept.segments] == [("v0", "Run")]
+    assert [(s.video, s.label, s.start_s) for s in kept.segments] == [("v0", "Run", 1.0)]
     assert len(kept.dropped) == 1 and kept.dropped[0][0].source.endswith("ann.csv:3")
 
 
@@ -286,7 +287,10 @@ def test_real_activitynet12_set():
     assert ann.aliases["video_4"] == "--0edUL8zmA"  # from url.npy: the id the crawler names files with
     assert len(set(ann.aliases.values())) == 7202
     kept = A.validate(ann, on_bad="skip")
-    assert len(kept.dropped) == 10 and all("is not before end" in why for _, why in kept.dropped)
+    zero = [why for _, why in kept.dropped if "is not before end" in why]
+    duplicates = [s for s, why in kept.dropped if "duplicate of" in why]
+    assert len(zero) == 10 and len(duplicates) == 34 and len(kept.dropped) == 44
+    assert sum(s.subset == "validation" for s in duplicates) == 7
     with pytest.raises(A.AnnotationError, match=r"segments\.npy\[\d+\]\[0\]: video video_\d+: start"):
         A.validate(ann)
 
