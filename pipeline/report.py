@@ -120,6 +120,14 @@ def plot_curves(curves: dict[str, list], path: Path) -> None:
     save_png(fig, path)
 
 
+def skipped_ground_truth(ann, subset: str, skipped: list[dict]) -> tuple[int, int]:
+    """(ground-truth segments, videos) of the test subset on videos the run skipped: evaluation keeps them
+    (the benchmark's ground truth does not shrink with what a run could read), so they are misses."""
+    names = {s["video"] for s in skipped}
+    segs = [s for s in ann.segments if s.subset == subset and s.video in names]
+    return len(segs), len({s.video for s in segs})
+
+
 def timeline_videos(ann, subset: str, detections: dict, n: int) -> list[str]:
     """The first ``n`` test videos (by name) that have ground truth and were localized."""
     return [v for v in ann.videos_in(subset) if ann.labels_of(v) and v in detections][:n]
@@ -297,6 +305,10 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
                  "on Ambiguous segments are ignored" if m0["protocol"] == "activitynet" else
                  "D2-Net reference: snippet grid, first-match, detections on Ambiguous segments dropped") + ").",
              "F1 at tIoU 0.5 over all kept detections; cls mAP: video-level classification mAP (top-k pooled scores)."]
+    lost = skipped_ground_truth(ann, subset, skipped)
+    if lost[0]:
+        notes.insert(1, f"{lost[0]} ground-truth segment(s) on {lost[1]} skipped test video(s) count as misses "
+                        "in every row: a video the run could not read still has its actions.")
     if groups and len(set(groups.values())) < len(groups):
         notes.append("a ± b: mean and standard deviation over the seeds of an experiment (train.seeds); "
                      "the chance row, timelines and per-class plots use the first run.")

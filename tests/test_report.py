@@ -128,3 +128,13 @@ def test_the_seeds_of_an_experiment_share_a_row_of_mean_and_std():
     groups = {"d2net.s1": "d2net", "d2net.s2": "d2net", "ce_only.s1": "ce_only", "ce_only.s2": "ce_only"}
     _, rows = table_rows(metrics, None, groups)
     assert rows[0][:3] == ["d2net, 2 seeds", "32.0 ± 2.8", "32.0 ± 2.8"] and rows[1][1] == "20.0 ± 0.0"
+
+
+def test_ground_truth_on_skipped_videos_is_counted_for_the_report():
+    from pipeline.report import skipped_ground_truth
+
+    ann = Annotations(["Jump"], [Segment("v1", "test", "Jump", 1.0, 2.0), Segment("v1", "test", "Jump", 3.0, 4.0),
+                                 Segment("v2", "test", "Jump", 1.0, 2.0), Segment("t1", "train", "Jump", 1.0, 2.0)],
+                      [], videos={"v1": ("test", 9.0), "v2": ("test", 9.0), "t1": ("train", 9.0)})
+    skipped = [{"video": "v1", "stage": "decode", "reason": "corrupt"}, {"video": "t1", "stage": "decode", "reason": "x"}]
+    assert skipped_ground_truth(ann, "test", skipped) == (2, 1)
