@@ -343,6 +343,7 @@ if ANNOTATED:
             f"{OUT}/runs/{{experiment}}/metrics.json",
         params:
             subset=PRESET["test_subset"],
+            train_subset=PRESET["train_subset"],
             tiou=",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
             protocol=lambda w: wf.evaluation_protocol(config, w.experiment),
             annotations=lambda w, input: os.path.dirname(input.annotations[0]),
@@ -350,7 +351,8 @@ if ANNOTATED:
             f"{OUT}/logs/evaluate/{{experiment}}.log",
         shell:
             "python -m pipeline.evaluate {input.detections:q} --annotations {params.annotations:q}"
-            " --subset {params.subset:q} --tiou {params.tiou} --protocol {params.protocol}"
+            " --subset {params.subset:q} --train-subset {params.train_subset:q} --tiou {params.tiou}"
+            " --protocol {params.protocol}"
             " --scores {input.scores:q} --out {output:q} 2> {log:q}"
 
 

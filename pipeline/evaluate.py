@@ -377,6 +377,14 @@ def _thin(precision: np.ndarray, recall: np.ndarray, points: int = 200) -> dict:
             "recall": [round(float(x), 4) for x in recall[idx]]}
 
 
+def unlearnable_classes(ann, train_subset: str, test_subset: str) -> list[str]:
+    """Classes with ground truth in the test subset and no training video: the model cannot have learned
+    them (weak labels come only from the training subset), so their AP is 0 whatever it does."""
+    trained = {s.label for s in ann.segments if s.subset == train_subset}
+    tested = {s.label for s in ann.segments if s.subset == test_subset}
+    return [c for c in ann.classes if c in tested and c not in trained]
+
+
 def main(argv=None) -> int:
     from pipeline.annotations import read_table
     from pipeline.localize import read_lengths_s, read_scores
@@ -388,6 +396,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiou", required=True, help="comma-separated tIoU thresholds")
     ap.add_argument("--protocol", default="activitynet", choices=PROTOCOLS)
     ap.add_argument("--scores", help="scores.npz from localize: video-level scores and snippet durations")
+    ap.add_argument("--train-subset", help="the subset the model trained on: test classes it lacks are named")
     ap.add_argument("--out", required=True, help="metrics.json")
     args = ap.parse_args(argv)
     ann = read_table(args.annotations)
@@ -396,6 +405,8 @@ def main(argv=None) -> int:
     thresholds = [float(t) for t in args.tiou.split(",")]
     metrics = evaluate(results, ann, args.subset, thresholds, args.protocol, snippet_s, video_scores,
                        source=args.detections)
+    if args.train_subset:
+        metrics["classes_without_training_videos"] = unlearnable_classes(ann, args.train_subset, args.subset)
     if args.scores:
         metrics["chance"] = chance_level(results, ann, args.subset, thresholds, args.protocol,
                                          read_lengths_s(args.scores), snippet_s)

@@ -305,6 +305,10 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
                  "on Ambiguous segments are ignored" if m0["protocol"] == "activitynet" else
                  "D2-Net reference: snippet grid, first-match, detections on Ambiguous segments dropped") + ").",
              "F1 at tIoU 0.5 over all kept detections; cls mAP: video-level classification mAP (top-k pooled scores)."]
+    unlearnable = m0.get("classes_without_training_videos") or []
+    if unlearnable:
+        notes.insert(1, f"{len(unlearnable)} class(es) have test ground truth but no training video, so no run "
+                        f"could learn them (AP 0 in every row): {', '.join(unlearnable)}.")
     lost = skipped_ground_truth(ann, subset, skipped)
     if lost[0]:
         notes.insert(1, f"{lost[0]} ground-truth segment(s) on {lost[1]} skipped test video(s) count as misses "

@@ -304,6 +304,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     skipped = read_skipped(args.skipped) if args.skipped else set()
     feats, labels, classes, names = training_set(args.features, args.annotations, args.subset, skipped)
+    absent = [c for c, n in zip(classes, labels.sum(0)) if n == 0]
+    if absent:  # weak labels come only from here: these classes get no positive example
+        print(f"train: warning: no training video of class(es) {', '.join(absent)}: the model cannot learn them",
+              file=sys.stderr)
     s = TrainSettings.from_dict(json.loads(args.settings))
     print(f"train: {len(names)} videos, {len(classes)} classes, {s.iterations} iterations", file=sys.stderr)
     test_set = None

@@ -166,3 +166,14 @@ def test_real_thumos14_test_set_ground_truth_scores_100_and_a_shift_loses_the_ti
     late = evaluate(det(*[(v, c, s + 2, e + 2, sc) for v, c, s, e, sc in rows]), a, "test", THUMOS_TIOU)
     maps = [late["map"][f"{t:g}"] for t in THUMOS_TIOU]
     assert maps == sorted(maps, reverse=True) and maps[0] > 50 and maps[-1] < 20
+
+
+def test_classes_without_training_videos_are_named():
+    from pipeline.annotations import Annotations, Segment
+    from pipeline.evaluate import unlearnable_classes
+
+    ann = Annotations(["Jump", "Run", "Swim"],
+                      [Segment("t1", "train", "Jump", 1, 2), Segment("v1", "test", "Jump", 1, 2),
+                       Segment("v1", "test", "Swim", 3, 4), Segment("t2", "train", "Run", 1, 2)], [],
+                      videos={"t1": ("train", 9.0), "t2": ("train", 9.0), "v1": ("test", 9.0)})
+    assert unlearnable_classes(ann, "train", "test") == ["Swim"]
