@@ -81,13 +81,19 @@ rule all:
         PREDICTIONS if MODEL_IN else [],
 
 
+# The files the annotations are read from: the preset's, or those rule demo_data writes.
+if ANNOTATED:
+    ANNOTATION_SOURCES = (ann_io.source_files(PRESET["annotations"]) if DEMO is None
+                          else [str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])])
+
+
 # 0. The demo preset makes its own videos and THUMOS-format annotations.
 if DEMO is not None:
 
     rule demo_data:
         output:
             videos=[v.path for v in VIDEOS.values()],
-            annotations=[str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])],
+            annotations=ANNOTATION_SOURCES,
             manifest=f"{PRESET['generate']['root']}/manifest.json",
         params:
             settings=wf.as_param(DEMO),
@@ -99,9 +105,6 @@ if DEMO is not None:
 
 # 1. Annotations of every format become one table, checked against the videos on disk.
 if ANNOTATED:
-
-    ANNOTATION_SOURCES = (ann_io.source_files(PRESET["annotations"]) if DEMO is None
-                          else [str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])])
 
     rule annotations:
         input:

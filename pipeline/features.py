@@ -129,9 +129,9 @@ class Extractor:
 
 def windows(blocks: np.ndarray, per_snippet: int) -> np.ndarray:
     """(n_blocks, stride, ...) consecutive blocks -> (n_blocks - per_snippet + 1, per_snippet * stride, ...) snippets."""
-    n = len(blocks) - per_snippet + 1
     if per_snippet == 1:
         return blocks
+    n = len(blocks) - per_snippet + 1
     return np.stack([blocks[i:i + per_snippet].reshape((-1,) + blocks.shape[2:]) for i in range(n)])
 
 

@@ -20,3 +20,8 @@ def snippet_span(first, last_excl, stride_s: float, window_s: float):
     first = np.asarray(first, dtype=np.float64)
     last_excl = np.asarray(last_excl, dtype=np.float64)
     return first * stride_s, (last_excl - 1) * stride_s + window_s
+
+
+def snippet_centres(n: int, stride_s: float, window_s: float) -> np.ndarray:
+    """(n,) centre in seconds of snippets 0 .. n - 1 (their spans as ``snippet_span`` gives them)."""
+    return np.mean(snippet_span(np.arange(n), np.arange(n) + 1, stride_s, window_s), axis=0)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.intervals import interval_iou, snippet_span
+from pipeline.intervals import interval_iou, snippet_centres, snippet_span
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.progress import progress_bar
 from pipeline.settings import LocalizeSettings
@@ -211,8 +211,7 @@ def read_tcams(path: str | Path, videos) -> tuple[list[str], dict[str, np.ndarra
                 tcams[v] = z[f"tcam/{v}"].astype(np.float32)
                 step = float(z[f"snippet_s/{v}"])
                 window = float(z[f"window_s/{v}"]) if f"window_s/{v}" in z.files else step
-                centres[v] = np.mean(snippet_span(np.arange(len(tcams[v])), np.arange(len(tcams[v])) + 1, step,
-                                                  window), axis=0)
+                centres[v] = snippet_centres(len(tcams[v]), step, window)
         return [str(c) for c in z["classes"]], tcams, centres
 
 

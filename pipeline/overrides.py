@@ -87,8 +87,10 @@ _NAMES = {"number": "a number", "integer": "an integer", "boolean": "true or fal
 
 
 def _show(value) -> str:
-    return {True: "true", False: "false", None: "null"}.get(value, str(value)) if not isinstance(value, (int, float)) \
-        or isinstance(value, bool) else str(value)
+    """A schema value as YAML spells it (true, false, null)."""
+    if value is True or value is False or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
 
 
 def typed(config, schema: dict, root: dict | None = None, where: str = ""):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.intervals import snippet_centres
 from pipeline.io import atomic_write_json, atomic_write_text
 from pipeline.progress import progress_bar
 from pipeline.settings import LocalizeSettings
@@ -130,9 +131,7 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
         stride_s, window_s = snippet_seconds(prov)
         tcam, _ = infer(model, feats, s, ts.topk_divisor)
         results[video] = to_results(localize(tcam, s, ts.topk_divisor), classes, stride_s, window_s)
-        idx = np.arange(len(tcam))
-        centres = idx * stride_s + window_s / 2
-        plot_timeline(video, centres, tcam, results[video], classes, out / "timelines" / timeline_name(video))
+        plot_timeline(video, snippet_centres(len(tcam), stride_s, window_s), tcam, results[video], classes, out / "timelines" / timeline_name(video))
     atomic_write_json(out / "detections.json", {"version": "vidloc D2-Net predict", "results": results,
                                                 "external_data": {"used": True, "details": "I3D features"},
                                                 "skipped": skipped})

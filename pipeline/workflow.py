@@ -86,9 +86,9 @@ def demo_settings(p: dict) -> DemoSettings | None:
 def decode_settings(config: dict) -> DecodeSettings:
     p = preset(config)
     d = config["decode"]
-    return DecodeSettings(fps=p["fps"], snippet_frames=p["snippet_frames"],
-                          snippet_stride=p.get("snippet_stride"), short_side=p["short_side"], crop=p["crop"], backend=d["backend"], chunk_snippets=d["chunk_snippets"],
-                          threads=d["threads"])
+    return DecodeSettings(fps=p["fps"], snippet_frames=p["snippet_frames"], snippet_stride=p.get("snippet_stride"),
+                          short_side=p["short_side"], crop=p["crop"], backend=d["backend"],
+                          chunk_snippets=d["chunk_snippets"], threads=d["threads"])
 
 
 def flow_settings(config: dict) -> FlowSettings:

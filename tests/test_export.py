@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO, thumos_dir
 from pipeline.annotations import read_thumos14_txt, read_wtalc_npy, write_table
 from pipeline.export import run, save_object_npy
-from pipeline.feature_index import COLUMNS
+from pipeline.feature_index import COLUMNS, tsv_text
 
 # What numpy 1.x pickles of object arrays reference; numpy 2 also resolves these (numpy.core aliases).
 NUMPY1_GLOBALS = {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
@@ -41,10 +41,9 @@ def write_features(out, ann, videos, rng, stride=16, window=16, fps=25.0, skippe
         np.save(fdir / f"{v}.npy", rng.standard_normal((n, 2048)).astype(np.float32))
         paths.append(str(fdir / f"{v}.npy"))
         duration = max([s.end_s for s in ann.segments if s.video == v] + [0]) + 7.5  # as decode measures it
-        rows.append([v, "skipped" if v in skipped else "ok", n, fps, window, stride, duration,
-                     "corrupt" if v in skipped else ""])
-    (fdir / "index.tsv").write_text("\t".join(COLUMNS) + "\n" + "".join(
-        "\t".join(str(x) for x in r) + "\n" for r in rows))
+        rows.append(dict(zip(COLUMNS, [v, "skipped" if v in skipped else "ok", n, fps, window, stride, duration,
+                                       "corrupt" if v in skipped else ""])))
+    (fdir / "index.tsv").write_text(tsv_text(rows))
     return paths
 
 
