@@ -63,10 +63,11 @@ EXPERIMENTS = wf.runs(config)  # in config order: the report's table rows
 # quadratic in the input list (ActivityNet 1.2's DAG took a minute to build). Their per-video lists are
 # functions (`lambda w: expand(...)`): Snakemake expands them only when the job is in the DAG, so a
 # cluster job, which re-parses this file for its few per-video jobs, skips tens of thousands of paths.
-ANNOTATION_TABLE = f"{OUT}/annotations/annotations.tsv"
-# what a stage that reads the annotation table reads (pipeline.annotations.read_table)
-ANNOTATION_FILES = [ANNOTATION_TABLE] + [f"{OUT}/annotations/{name}"
-                                         for name in ("ambiguous.tsv", "videos.tsv", "classes.txt")]
+TABLE_NAMES = ("annotations.tsv", "ambiguous.tsv", "videos.tsv", "classes.txt")  # what annotations.read_table reads
+ANNOTATION_TABLE = [f"{OUT}/annotations/{name}" for name in TABLE_NAMES]
+# The table checked against the decoded durations: what every later stage reads.
+ANNOTATION_FILES = [f"{OUT}/annotations/decoded/{name}" for name in TABLE_NAMES]
+PAST_END = f"{OUT}/annotations/decoded/past_end.tsv"
 MISSING_VIDEOS = f"{OUT}/annotations/missing_videos.txt"
 SKIPPED = f"{OUT}/skipped_videos.json"
 INDEX = f"{OUT}/features/index.tsv"
@@ -111,9 +112,6 @@ if ANNOTATED:
             ANNOTATION_SOURCES,
         output:
             table=ANNOTATION_TABLE,
-            ambiguous=f"{OUT}/annotations/ambiguous.tsv",
-            videos=f"{OUT}/annotations/videos.tsv",
-            classes=f"{OUT}/annotations/classes.txt",
             missing=MISSING_VIDEOS,
             unannotated=f"{OUT}/annotations/unannotated_videos.txt",
             dropped=f"{OUT}/annotations/dropped.tsv",
@@ -129,7 +127,7 @@ if ANNOTATED:
         run:
             wf.run_stage("annotations", "--spec", params.spec, "--base", params.base, "--videos-dir",
                          params.videos_dir, "--on-bad", params.on_bad, "--found", params.found,
-                         "--out", os.path.dirname(output.table), log=log[0])
+                         "--out", os.path.dirname(output.table[0]), log=log[0])
 
 
 # 2. Each video: frames at the preset fps, short side, center crop, in 16-frame snippets.
@@ -206,6 +204,28 @@ rule features:
         "python -m pipeline.warm features {input.frames:q} --flow {input.flow:q} --flow-meta {input.flow_meta:q}"
         " --out {output.features:q} --provenance {output.provenance:q} --settings {params.settings:q}"
         " --runtime \"$VIDLOC_FEATURE_RUNTIME\" --threads {threads} --preset {params.preset:q} 2> {log:q}"
+
+
+# 4b. The table checked against each video's decoded duration (THUMOS14's txt files have none):
+# segments past the end are kept as ground truth, dropped or stop the run, and listed.
+if ANNOTATED:
+
+    rule durations:
+        input:
+            table=ANNOTATION_TABLE,
+            metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=sorted(VIDEOS)),
+        output:
+            table=ANNOTATION_FILES,
+            past_end=PAST_END,
+        params:
+            past_end=PRESET.get("segments_past_end", config["segments_past_end"]),
+            on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
+        log:
+            f"{OUT}/logs/durations.log",
+        run:
+            wf.run_stage("durations", input.metas, "--annotations", os.path.dirname(input.table[0]),
+                         "--past-end", params.past_end, "--on-bad", params.on_bad,
+                         "--out", os.path.dirname(output.past_end), log=log[0])
 
 
 # 5. Videos the run could not use, for later stages and the report.
@@ -395,6 +415,7 @@ if ANNOTATED:
             provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
             skipped=SKIPPED,
             annotations=ANNOTATION_FILES,
+            past_end=PAST_END,
             costs=COSTS,
         output:
             html=report(f"{OUT}/report/report.html", caption="pipeline/report_captions/report.rst",

@@ -24,7 +24,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 AMBIGUOUS = "Ambiguous"
-TABLE_COLUMNS = ("video", "subset", "label", "start_s", "end_s", "duration")
+TABLE_COLUMNS = ("video", "subset", "label", "start_s", "end_s", "duration", "source")
 # Annotations are written with 0.1 s precision while durations come from
 # container metadata; a segment may overshoot the duration by this much.
 DURATION_TOLERANCE_S = 0.5
@@ -398,7 +398,7 @@ def write_table(ann: Annotations, out_dir: str | os.PathLike) -> None:
         lines += ["\t".join(_fmt(x) for x in r) for r in rows]
         return "\n".join(lines) + "\n"
 
-    seg_rows = lambda segs: [(s.video, s.subset, s.label, s.start_s, s.end_s, s.duration) for s in segs]
+    seg_rows = lambda segs: [(s.video, s.subset, s.label, s.start_s, s.end_s, s.duration, s.source) for s in segs]
     atomic_write_text(out / "annotations.tsv", tsv(seg_rows(ann.segments), TABLE_COLUMNS))
     atomic_write_text(out / "ambiguous.tsv", tsv(seg_rows(ann.ambiguous), TABLE_COLUMNS))
     video_rows = [(v, s, d, ann.aliases.get(v, "")) for v, (s, d) in sorted(ann.videos.items())]
@@ -416,7 +416,7 @@ def read_table(folder: str | os.PathLike) -> Annotations:
 
     def segs(name):
         return [Segment(r["video"], r["subset"], r["label"], float(r["start_s"]), float(r["end_s"]),
-                        float(r["duration"]), source=f"{folder / name}") for r in rows(name)]
+                        float(r["duration"]), source=r.get("source") or f"{folder / name}") for r in rows(name)]
 
     video_rows = rows("videos.tsv")
     videos = {r["video"]: (r["subset"], float(r["duration"])) for r in video_rows}

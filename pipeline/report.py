@@ -128,6 +128,22 @@ def skipped_ground_truth(ann, subset: str, skipped: list[dict]) -> tuple[int, in
     return len(segs), len({s.video for s in segs})
 
 
+def past_end_note(rows: list[dict], subset: str) -> str | None:
+    """One line on the test subset's segments past their decoded video's end (durations stage), per video."""
+    rows = [r for r in rows if r["subset"] == subset]
+    if not rows:
+        return None
+    per_video: dict[str, int] = {}
+    for r in rows:
+        per_video[r["video"]] = per_video.get(r["video"], 0) + 1
+    kept = sum(r["action"] == "kept" for r in rows)
+    what = (f"{kept} kept as ground truth (they can only be missed, as in the official evaluation)" if kept else "")
+    what += ("; " if kept and kept < len(rows) else "") + (
+        f"{len(rows) - kept} dropped (on_bad_annotation: skip)" if kept < len(rows) else "")
+    return (f"{len(rows)} ground-truth segment(s) on {len(per_video)} test video(s) end past the decoded video: "
+            f"{what}: " + ", ".join(f"{v} ({n})" for v, n in sorted(per_video.items())) + ".")
+
+
 def timeline_videos(ann, subset: str, detections: dict, n: int) -> list[str]:
     """The first ``n`` test videos (by name) that have ground truth and were localized."""
     return [v for v in ann.videos_in(subset) if ann.labels_of(v) and v in detections][:n]
@@ -313,6 +329,11 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
     if lost[0]:
         notes.insert(1, f"{lost[0]} ground-truth segment(s) on {lost[1]} skipped test video(s) count as misses "
                         "in every row: a video the run could not read still has its actions.")
+    from pipeline.durations import read_past_end
+
+    past = past_end_note(read_past_end(annotations_dir), subset)
+    if past:
+        notes.insert(1, past)
     if groups and len(set(groups.values())) < len(groups):
         notes.append("a ± b: mean and standard deviation over the seeds of an experiment (train.seeds); "
                      "the chance row, timelines and per-class plots use the first run.")

@@ -90,7 +90,8 @@ def fake_thumos(tmp_path, skip=()):
 
 def test_thumos14_dry_run_job_counts(tmp_path):
     _, out = snakemake(tmp_path, fake_thumos(tmp_path), "-n")
-    assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "features": 413, "skipped_videos": 1,
+    assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "features": 413, "durations": 1,
+                                 "skipped_videos": 1,
                                  "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
 
 
@@ -161,7 +162,8 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     assert planned_jobs(dry) == {}  # a second run does nothing
     # A decode setting reruns decode and what reads it, not the demo videos.
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
-    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "durations": 1, "skipped_videos": 1, "train": 2,
+                                 "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
     # A flow setting reruns flow and features; how flow runs (batch size, device) reruns nothing.
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "bound": 15}}, "-n")
     assert planned_jobs(dry) == {"flow": 3, "features": 3, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
@@ -176,7 +178,7 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}},
                        "-n")
     assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "features": 3,
-                                 "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
+                                 "durations": 1, "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
 
 
 def test_bad_video_among_good_ones(tmp_path):
@@ -258,8 +260,8 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
     # Add one video: its extraction and the stages that aggregate over videos.
     shutil.copy(made / "videos" / "demo_validation_0003.mp4", videos)
     _, dry = snakemake(tmp_path, config, "-n")
-    assert planned_jobs(dry) == {"annotations": 1, "decode": 1, "flow": 1, "features": 1, "skipped_videos": 1,
-                                 "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"annotations": 1, "decode": 1, "flow": 1, "features": 1, "durations": 1,
+                                 "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
     why = reasons(dry)
     assert "Missing output files" in why["decode"] and "Params have changed since last execution" in why["annotations"]
     assert "Input files updated by another job" in why["train"]
