@@ -2,16 +2,77 @@
 
 A killed job leaves at most a ``.tmp-*`` file, never a file with the final
 name that looks finished; Snakemake and every stage trust final names only.
+The next job that writes the same target removes such leftovers, and a write
+that fails because the disk is full says so, with the path.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+# Below this many free bytes after a failed write, the failure is the full disk (torch.save reports
+# it as "RuntimeError: [enforce fail at inline_container.cc ...] file write failed", without errno).
+FULL_DISK_BYTES = 1 << 20
+
+
+class DiskFullError(OSError):
+    """A write failed because its file system is full."""
+
+    def __init__(self, path: Path):
+        free = free_bytes(path.parent)
+        self.message = (f"{path}: no space left on device ({free / 1e6:.1f} MB free in {path.parent}); "
+                        "free some space and rerun: finished outputs are kept")
+        super().__init__(errno.ENOSPC, self.message)
+
+    def __str__(self):
+        return self.message
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, (OSError, RuntimeError)) and free_bytes(folder) < FULL_DISK_BYTES
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete ``.tmp-*`` files of earlier, killed writers of ``path``. Snakemake never runs two jobs for one
+    output at once, so only a live process on this host (``<host>.<pid>`` in the name) can still own one."""
+    host = socket.gethostname()
+    for old in path.parent.glob(f"{_tmp_prefix(path)}*"):
+        owner = old.name[len(_tmp_prefix(path)):].rsplit("-", 1)[0]  # <host>.<pid>, or mkstemp's letters
+        owner_host, _, pid = owner.rpartition(".")
+        if owner_host == host and pid.isdigit() and _alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
+            print(f"removed {old}: left by an interrupted job", file=sys.stderr)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -19,7 +80,8 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path in the target's folder; rename it to ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    _remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{socket.gethostname()}.{os.getpid()}-", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -27,9 +89,24 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if _is_disk_full(e, path.parent):  # judged before the partial file is removed and frees its space
+            raise DiskFullError(path) from e
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _excepthook(kind, value, tb, default=sys.excepthook):
+    """A full disk is one line naming the file, not a traceback, in every stage that writes through here."""
+    if isinstance(value, DiskFullError):
+        print(f"{Path(sys.argv[0]).stem}: error: {value}", file=sys.stderr)
+        return
+    default(kind, value, tb)
+
+
+sys.excepthook = _excepthook
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

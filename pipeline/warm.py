@@ -137,9 +137,7 @@ def _child(conn: socket.socket, msg: bytes, fds: list[int]) -> None:
         except SystemExit as e:
             rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         except BaseException:
-            import traceback
-
-            traceback.print_exc()
+            sys.excepthook(*sys.exc_info())  # as a cold job would print it (pipeline.io's one-line errors)
             rc = 1
         sys.stdout.flush()
         sys.stderr.flush()

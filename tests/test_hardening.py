@@ -35,7 +35,12 @@ def test_kill_9_in_the_middle_of_features_then_rerun(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists() and not prov.exists()  # only a .tmp-* file: nothing that looks finished
-    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    left = list((tmp_path / "out").glob(".v.npy.tmp-*"))
+    assert left
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0
+    assert f"removed {left[0]}: left by an interrupted job" in r.stderr  # the rerun cleans up after the killed job
+    assert not list((tmp_path / "out").glob(".*.tmp-*"))
     feats = np.load(out)
     assert feats.shape == (24, 2048) and np.isfinite(feats).all()
     assert json.loads(prov.read_text())["n_snippets"] == 24
@@ -151,3 +156,42 @@ def test_an_unwritable_results_dir_is_a_clear_error(tmp_path):
         locked.mkdir(mode=0o555)
         rc, out = snakemake(tmp_path, {"results_dir": str(locked)}, "-n", check=False)
         assert rc != 0 and "is not writable" in out
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 4 MB tmpfs with 64 KB left (needs the right to mount, as root in CI)."""
+    mnt = tmp_path / "small disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {r.stderr.strip()}")
+    try:
+        from pipeline.io import free_bytes
+
+        (mnt / "filler").write_bytes(b"\0" * (free_bytes(mnt) - 64 * 1024))
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_a_full_disk_is_named_with_the_path(full_disk, tmp_path):
+    from pipeline.demo_data import write_video
+    from pipeline.io import DiskFullError
+    from pipeline.train import _save
+
+    # torch.save's own error says "[enforce fail at inline_container.cc ...]": this says what happened
+    with pytest.raises(DiskFullError, match=f"^{full_disk / 'run' / 'checkpoint.pt'}: no space left on device"):
+        _save(full_disk / "run" / "checkpoint.pt", {"model": torch.zeros(1_000_000)})
+    assert sorted(p.name for p in (full_disk / "run").iterdir()) == []  # no partial file left
+
+    # a stage's job: one line naming the file, no traceback
+    rng = np.random.default_rng(0)
+    write_video(tmp_path / "v.mp4", [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(64)], 25)
+    frames = full_disk / "decoded" / "v" / "frames.npy"
+    r = subprocess.run([sys.executable, "-m", "pipeline.decode", str(tmp_path / "v.mp4"), "--frames", str(frames),
+                        "--meta", str(tmp_path / "meta.json"), "--no-progress",
+                        "--settings", json.dumps({"short_side": 112, "crop": 112})], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith(f"decode: error: {frames}: no space left on device (")
+    assert "Traceback" not in r.stderr
