@@ -59,9 +59,13 @@ class DecodeError(Exception):
 # to the first frame, and returns the end time of the last frame.
 
 
-def probe(path: str) -> float | None:
-    """The video stream's average frame rate (None if unknown); DecodeError unless FFmpeg opens ``path``
-    and finds a video stream (same message for every backend)."""
+def probe(path: str) -> tuple[float | None, int]:
+    """(the video stream's average frame rate or None if unknown, its display rotation); DecodeError unless
+    FFmpeg opens ``path`` and finds a video stream (same message for every backend).
+
+    The display rotation is the clockwise turn, in degrees (0, 90, 180 or 270), that players apply to the
+    stored frames: phones store portrait video as landscape frames plus a display matrix. It is read from
+    the first frame (FFmpeg attaches the container's matrix to every decoded frame), for both backends."""
     import av
 
     try:
@@ -74,7 +78,25 @@ def probe(path: str) -> float | None:
                               f"{', '.join(s.type for s in container.streams) or 'none'})")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
-        return float(rate) if rate else None
+        rotation = 0
+        try:
+            for frame in container.decode(stream):
+                rotation = display_rotation(frame.rotation)
+                break
+        except av.FFmpegError:
+            pass  # an undecodable stream is reported, with the frame count, where the frames are read
+        return (float(rate) if rate else None), rotation
+
+
+def display_rotation(matrix_degrees: float) -> int:
+    """FFmpeg's display-matrix angle (counter-clockwise, e.g. -90 for a phone held upright) as the clockwise
+    quarter turn a player applies: 0, 90, 180 or 270."""
+    return (-round(matrix_degrees / 90) * 90) % 360
+
+
+def rotate(frame: np.ndarray, clockwise_degrees: int) -> np.ndarray:
+    """The frame as a player shows it: turned clockwise by a multiple of 90 degrees."""
+    return np.ascontiguousarray(np.rot90(frame, -(clockwise_degrees // 90))) if clockwise_degrees else frame
 
 
 def _pyav_frames(path: str, threads: int) -> Iterator[tuple[float, np.ndarray]]:
@@ -214,7 +236,13 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
 
     block, crop = settings.stride, settings.crop
     per_snippet = settings.snippet_frames // block  # blocks in one snippet
-    rate = probe(path)
+    rate, rotation = probe(path)
+    if rotation and not settings.autorotate:
+        print(f"decode: warning: {path}: the container asks players to turn the video {rotation} degrees "
+              "clockwise; decoded as stored (decode.autorotate: false)", file=sys.stderr)
+    turn = rotation if settings.autorotate else 0
+    # decord (0.6) turns the frames itself; PyAV hands them over as stored
+    extra_turn = (turn - (rotation if settings.backend == "decord" else 0)) % 360
     if settings.fps == "native":
         if not rate:
             raise DecodeError(f"{path}: fps: native, but the video stream records no frame rate")
@@ -230,10 +258,11 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
 
     def counted(frames):
         nonlocal n_source, source_size
-        for item in frames:
+        for t, frame, dur in frames:
             n_source += 1
-            source_size = item[1].shape[:2]
-            yield item
+            frame = rotate(frame, extra_turn)
+            source_size = frame.shape[:2]
+            yield t, frame, dur
 
     per_chunk = chunk.shape[0] * block
     with atomic_path(frames_out) as tmp:
@@ -280,7 +309,9 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
         "n_frames": n_blocks * block,
         "n_frames_resampled": n_out,
         "n_frames_source": n_source,
-        "source_size_hw": list(source_size),
+        "source_size_hw": list(source_size),  # as shown: after the display rotation when it was applied
+        "display_rotation_deg": rotation,
+        "rotation_applied": bool(turn),
         "source_fps": rate,
         "source_duration_s": source_end,
         "kept_duration_s": n_blocks * block / fps,

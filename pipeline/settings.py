@@ -97,6 +97,7 @@ class DecodeSettings:
     backend: str = "pyav"
     chunk_snippets: int = 4
     threads: int = 0  # decoder threads; 0 lets FFmpeg choose
+    autorotate: bool = True  # turn frames as players do when the container records a display rotation (phones)
 
     def __post_init__(self):
         if isinstance(self.fps, str) and self.fps != "native":

@@ -201,6 +201,7 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
         pairs.set_state(ckpt["pair_rng"])
         rows, start = ckpt["log"], ckpt["iteration"]
         curve, best = ckpt.get("curve", []), ckpt.get("best", {})
+        print(f"train: resuming from {ckpt_path} at iteration {start}", file=sys.stderr)
     bar = progress_bar(total=s.iterations, initial=start, desc=f"train {out.name}", unit="it") if progress else None
     model.train()
     t0 = time.perf_counter()

@@ -88,7 +88,7 @@ def decode_settings(config: dict) -> DecodeSettings:
     d = config["decode"]
     return DecodeSettings(fps=p["fps"], snippet_frames=p["snippet_frames"], snippet_stride=p.get("snippet_stride"),
                           short_side=p["short_side"], crop=p["crop"], backend=d["backend"],
-                          chunk_snippets=d["chunk_snippets"], threads=d["threads"])
+                          chunk_snippets=d["chunk_snippets"], threads=d["threads"], autorotate=d["autorotate"])
 
 
 def flow_settings(config: dict) -> FlowSettings:

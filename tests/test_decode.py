@@ -342,3 +342,61 @@ def test_variable_frame_rate_snippet_spans_hold_the_frames_shown_then(tmp_path, 
         want = [max(j for j, t in enumerate(times) if math.floor(t * 10 + 0.5) <= k)
                 for k in range(round(float(a) * 10), round(float(b) * 10))]
         assert got == want
+
+
+# ------------------------------------------------------------- phone videos: the display matrix
+
+
+def phone_video(path: Path, frames, matrix) -> Path:
+    """An MP4 whose track header carries ``matrix`` (9 ints, 16.16 / 2.30 fixed point), as phones write it:
+    the frames stay stored landscape and players turn them."""
+    import struct
+
+    write_video(path, frames, 25)
+    data = bytearray(path.read_bytes())
+    identity = struct.pack(">9i", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = data.find(identity, data.find(b"tkhd"))
+    assert at > 0
+    data[at:at + 36] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_a_phone_video_is_turned_as_players_show_it(tmp_path, backend):
+    # stored 96 wide x 64 high with a white mark at the top-left; an upright phone's matrix (FFmpeg: -90
+    # degrees) makes players turn it 90 degrees clockwise: shown 64 wide x 96 high, the mark at the top-right
+    frames = []
+    for _ in range(32):
+        f = np.full((64, 96, 3), 40, np.uint8)
+        f[:16, :24] = 255
+        frames.append(f)
+    video = phone_video(tmp_path / "phone.mp4", frames, (0, 0x10000, 0, -0x10000, 0, 0, 64 << 16, 0, 0x40000000))
+    s = DecodeSettings(fps=25, short_side=64, crop=64, backend=backend)
+    meta = decode_video(video, tmp_path / "f.npy", s)
+    assert meta["display_rotation_deg"] == 90 and meta["rotation_applied"] and meta["source_size_hw"] == [96, 64]
+    # the centre 64x64 (rows 16-79) of the 64x96 portrait frame, whose mark is at rows 0-23, columns 48-63
+    first = open_frames(tmp_path / "f.npy")[0, 0].mean(axis=2)
+    assert first[:7, 50:].mean() > 200 and first[:7, :40].mean() < 80 and first[10:, :].mean() < 80
+
+    # autorotate: false keeps the stored frames and says so
+    r = subprocess.run([sys.executable, "-m", "pipeline.decode", str(video), "--frames", str(tmp_path / "g.npy"),
+                        "--meta", str(tmp_path / "g.json"), "--no-progress", "--settings",
+                        json.dumps({"fps": 25, "short_side": 64, "crop": 64, "backend": backend,
+                                    "autorotate": False})], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (f"decode: warning: {video}: the container asks players to turn the video 90 degrees clockwise; "
+            "decoded as stored (decode.autorotate: false)") in r.stderr
+    meta = json.loads((tmp_path / "g.json").read_text())
+    assert meta["display_rotation_deg"] == 90 and not meta["rotation_applied"] and meta["source_size_hw"] == [64, 96]
+    stored = open_frames(tmp_path / "g.npy")[0, 0].mean(axis=2)  # centre 64x64 of the 96x64 stored frame
+    assert stored[:14, :6].mean() > 200 and stored[20:, :].mean() < 80
+
+
+def test_display_rotation_of_ffmpeg_angles():
+    from pipeline.decode import display_rotation, rotate
+
+    assert [display_rotation(a) for a in (0, -90, 90, 180, -180, 270)] == [0, 90, 270, 180, 180, 90]
+    img = np.arange(6).reshape(2, 3)
+    assert rotate(img, 90).tolist() == [[3, 0], [4, 1], [5, 2]]  # clockwise: the first column becomes the top row
+    assert rotate(img, 0) is img

@@ -491,3 +491,33 @@ def test_each_experiment_runs_once_per_seed(tmp_path):
 def test_settings_that_pass_the_schema_but_not_their_stage_stop_at_start_up(tmp_path, override, message):
     rc, out = snakemake(tmp_path, override, "-n", check=False)
     assert rc != 0 and message in out, out[-2000:]
+
+
+@pytest.mark.slow  # a whole tiny demo run, then training again: 2-4 minutes on 2 cores
+def test_ctrl_c_during_training_then_a_plain_rerun_resumes(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) once a training run has checkpointed;
+    the same command again finishes, resuming from the checkpoint rather than refusing or starting over."""
+    import signal
+    import time
+
+    override = {"presets": {"demo": {**TINY_DEMO, "d2net": {**TINY_DEMO["d2net"], "iterations": 200}}},
+                "experiments": {"d2net": {"variant": "dis_pdmi"}}, "train": {"checkpoint_every": 10, "eval_every": 0},
+                **QUICK_FLOW}
+    (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "2",
+           "--configfile", str(REPO / "workflow_config.yaml"), str(tmp_path / "override.yaml")]
+    run = tmp_path / "results" / "demo" / "runs" / "d2net"
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "TQDM_DISABLE": "1"})
+        deadline = time.time() + 300
+        while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) != 0
+    assert not (run / "model.pt").exists() and (run / "checkpoint.pt").exists()
+    _, out = snakemake(tmp_path, override)  # the plain rerun, no --rerun-incomplete
+    assert (run / "model.pt").exists() and (tmp_path / "results" / "demo" / "report" / "report.html").exists()
+    log = (tmp_path / "results" / "demo" / "logs" / "train" / "d2net.log").read_text()
+    assert re.search(r"train: resuming from .*checkpoint.pt at iteration [1-9]\d*", log), log[-2000:]
