@@ -130,6 +130,22 @@ if ANNOTATED:
                          "--out", os.path.dirname(output.table[0]), log=log[0])
 
 
+# GPUs of this node: flow, features and train take one each (`gpu` resource: devices x
+# gpu.jobs_per_device unless --resources gpu=N), and each such job binds to a free device
+# (pipeline/gpu_slots.py). Snakemake limits how many run, not which device each gets.
+# A cluster job's GPUs come from the scheduler (CUDA_VISIBLE_DEVICES); the slots still keep
+# the jobs of one group job apart.
+GPUS = wf.gpu_slots.device_ids()
+GPU_JOB = 1 if GPUS else 0
+if GPUS and workflow.local_exec and workflow.is_main_process:
+    if "gpu" not in workflow.global_resources:
+        workflow.register_resource("gpu", len(GPUS) * config["gpu"]["jobs_per_device"])
+    print(f"GPUs: {', '.join(GPUS)} ({config['gpu']['jobs_per_device']} job(s) per device); GPU jobs at once: "
+          f"{wf.resource_value(workflow.global_resources['gpu'])}", file=sys.stderr)
+os.environ[wf.gpu_slots.ENV] = f"{config['gpu']['jobs_per_device']}:{os.path.abspath(OUT)}/.gpu-slots"
+envvars: wf.gpu_slots.ENV
+
+
 # 2. Each video: frames at the preset fps, short side, center crop, in 16-frame snippets.
 rule decode:
     input:
@@ -165,6 +181,8 @@ rule flow:
         meta=f"{OUT}/flow/{{video}}/meta.json",
     params:
         settings=wf.as_param(wf.flow_settings(config)),
+    resources:
+        gpu=GPU_JOB,
     threads: config["flow"]["threads"]
     # Above decode, below features: a decoded video moves on before another is decoded (bounded disk).
     priority: 1
@@ -194,6 +212,8 @@ rule features:
     params:
         settings=wf.as_param(wf.feature_settings(config)),
         preset=config["preset"],
+    resources:
+        gpu=GPU_JOB,
     threads: config["features"]["threads"]
     priority: 2  # finishing a video frees its decoded frames and flow
     log:
@@ -314,6 +334,8 @@ if ANNOTATED:
                 "--test-decoded", os.path.dirname(os.path.dirname(input.test_metas[0])),
                 "--tiou", ",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
                 "--protocol", wf.evaluation_protocol(config, w.experiment)],
+        resources:
+            gpu=GPU_JOB,
         threads: config["train"]["threads"]
         log:
             f"{OUT}/logs/train/{{experiment}}.log",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from models.tvl1_params import TVL1Params
-from pipeline import annotations, demo_data
+from pipeline import annotations, demo_data, gpu_slots
 from pipeline.settings import (DecodeSettings, DemoSettings, FeatureRuntime, FeatureSettings, FlowRuntime,
                                FlowSettings, LocalizeSettings, TrainSettings, from_dict)
 
@@ -314,6 +314,11 @@ def run_stage(stage: str, *args, log: str) -> None:
 
     with args_file(*args) as path:
         shell(f"{shlex.quote(sys.executable)} -m pipeline.{stage} @{shlex.quote(path)} 2> {shlex.quote(str(log))}")
+
+
+def resource_value(resource) -> int:
+    """A global resource's number, whether Snakemake holds it as a Resource (--resources) or a plain int."""
+    return getattr(resource, "value", resource)
 
 
 def as_param(settings) -> str:

@@ -1,0 +1,108 @@
+"""The local GPU allocator with real concurrent processes (no CUDA needed: the slots are lock files)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import gpu_slots
+from conftest import REPO
+from test_workflow import snakemake
+
+# A job as flow/features/train run it: take a slot (pipeline.runtime does this once it chose CUDA), hold it
+# for a while, report what it got and when.
+JOB = """
+import json, os, sys, time
+from pipeline.gpu_slots import cuda_index, _held
+i = cuda_index("job")
+from pipeline import gpu_slots
+start = time.time()
+time.sleep(float(sys.argv[1]))
+print(json.dumps({"index": i, "id": gpu_slots._held.device_id, "start": start, "end": time.time()}), flush=True)
+"""
+
+
+def start_job(tmp_path, hold_s, devices, per_device=1):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": devices,
+           gpu_slots.ENV: f"{per_device}:{tmp_path / 'slots'}", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", JOB, str(hold_s)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def results(procs):
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=60)
+        assert p.returncode == 0, stderr
+        out.append({**json.loads(stdout), "stderr": stderr})
+    return out
+
+
+def overlap(a, b):
+    return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+def test_overlapping_jobs_get_distinct_devices_one_per_device_first(tmp_path):
+    jobs = results([start_job(tmp_path, 1.5, "3,5,7,9", per_device=2) for _ in range(4)])
+    assert sorted(j["id"] for j in jobs) == ["3", "5", "7", "9"]  # 4 jobs, 4 devices: one each, not two on one
+    assert sorted(j["index"] for j in jobs) == [0, 1, 2, 3]  # torch's cuda:<index> among the visible devices
+    assert all("job: on GPU " in j["stderr"] for j in jobs)
+
+    jobs = results([start_job(tmp_path, 1.5, "0,1", per_device=2) for _ in range(4)])
+    assert sorted(j["id"] for j in jobs) == ["0", "0", "1", "1"]  # two slots per device
+
+
+def test_more_jobs_than_slots_wait_and_never_share(tmp_path):
+    jobs = results([start_job(tmp_path, 0.6, "0") for _ in range(3)])
+    for a in jobs:
+        for b in jobs:
+            assert a is b or not overlap(a, b)
+    assert sum("all 1 GPU slot(s) are taken; waiting" in j["stderr"] for j in jobs) >= 1
+
+
+def test_a_killed_holders_slot_is_reclaimed(tmp_path):
+    holder = start_job(tmp_path, 600, "0")
+    deadline = time.time() + 30
+    while not list((tmp_path / "slots").glob("*/gpu-0-0.lock")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the holder has the lock
+    waiting = start_job(tmp_path, 0.1, "0")
+    time.sleep(1.0)
+    assert waiting.poll() is None  # it waits: the slot is held
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    (job,) = results([waiting])
+    assert job["id"] == "0"
+
+
+def test_visible_devices_come_from_the_scheduler_when_set():
+    assert gpu_slots.device_ids({"CUDA_VISIBLE_DEVICES": "2,GPU-1a2b"}) == ["2", "GPU-1a2b"]
+    assert gpu_slots.device_ids({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert gpu_slots.device_ids({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    assert gpu_slots.cuda_index("x", {}) is None  # outside the workflow: torch's own choice
+
+
+def test_a_dry_run_on_four_devices_gives_the_gpu_rules_one_each(tmp_path, monkeypatch):
+    from test_workflow import TINY_DEMO
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    _, out = snakemake(tmp_path, {"presets": {"demo": TINY_DEMO}}, "-n")
+    assert "GPUs: 0, 1, 2, 3 (1 job(s) per device); GPU jobs at once: 4" in out
+    per_rule = {}
+    for block in out.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        res = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+        per_rule.setdefault(rule, set()).add("gpu=1" in res)
+    assert per_rule["flow"] == per_rule["features"] == per_rule["train"] == {True}
+    assert per_rule["decode"] == per_rule["localize"] == {False}
+    _, out = snakemake(tmp_path, {"presets": {"demo": TINY_DEMO}, "gpu": {"jobs_per_device": 2}}, "-n",
+                       "--resources", "gpu=3")
+    assert "GPUs: 0, 1, 2, 3 (2 job(s) per device); GPU jobs at once: 3" in out
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    if not gpu_slots.device_ids():  # this machine: no GPU, nothing changes
+        _, out = snakemake(tmp_path, {"presets": {"demo": TINY_DEMO}}, "-n")
+        assert "GPUs:" not in out and "gpu=1" not in out
