@@ -12,7 +12,8 @@ RGB frames go in as x / 255 * 2 - 1 and flow as its uint8 quantization
 mapped the same way, both in [-1, 1], as DeepMind's I3D expects. Snippets
 are batched (``batch_size``), read from the memory-mapped inputs a batch at
 a time, so memory is bounded by one batch. The networks run channels-last,
-in bf16 autocast on a GPU and in fp32 on the CPU. A video with zero
+in float32 unless ``dtype`` asks for bfloat16 or float16 autocast (any
+device; README "Precision" gives the measured error). A video with zero
 snippets (skipped by decode) gets a (0, 2048) file and its reason.
 """
 from __future__ import annotations
@@ -99,7 +100,7 @@ class Extractor:
 
     def __init__(self, settings: FeatureSettings, runtime: FeatureRuntime = FeatureRuntime()):
         self.device = torch_device(runtime.device, runtime.threads, "features")
-        self.gpu = self.device.type == "cuda"
+        self.autocast = None if settings.dtype == "float32" else getattr(torch, settings.dtype)
         self.backbone = settings.rgb_backbone
         rgb, rgb_prov = load_stream(settings.rgb_weights, 3, settings.random_seed, settings.rgb_backbone)
         flow, flow_prov = load_stream(settings.flow_weights, 2, settings.random_seed + 1)
@@ -122,7 +123,7 @@ class Extractor:
         else:
             rgb_in = self._input(frames.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0))
         flow_in = self._input(dequantize(flow))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.gpu):
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             out = torch.cat([self.rgb.features(rgb_in), self.flow.features(flow_in)], dim=1)
         return out.float().cpu().numpy()
 

@@ -144,6 +144,9 @@ class FlowRuntime:
     cache_dir: str = ""
 
 
+FEATURE_DTYPES = ("float32", "bfloat16", "float16")
+
+
 @dataclass(frozen=True)
 class FeatureSettings:
     """What the features are computed with (the workflow reruns features when it changes)."""
@@ -153,6 +156,12 @@ class FeatureSettings:
     rgb_backbone: str = "i3d"
     flow_weights: str = "random"  # a pytorch-i3d flow_imagenet.pt | random
     random_seed: int = 0  # for "random" weights
+    # float32 | bfloat16 | float16: autocast of the networks (weights stay float32); README "Precision"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.dtype not in FEATURE_DTYPES:
+            raise ValueError(f"features: dtype must be one of {', '.join(FEATURE_DTYPES)}, not {self.dtype!r}")
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def flow_runtime(config: dict) -> FlowRuntime:
 def feature_settings(config: dict) -> FeatureSettings:
     f = config["features"]
     return FeatureSettings(rgb_weights=f["rgb_weights"], flow_weights=f["flow_weights"],
-                           random_seed=f["random_seed"], rgb_backbone=f.get("rgb_backbone", "i3d"))
+                           random_seed=f["random_seed"], rgb_backbone=f.get("rgb_backbone", "i3d"), dtype=f["dtype"])
 
 
 def feature_runtime(config: dict) -> FeatureRuntime:

@@ -171,3 +171,16 @@ def test_s3d_refuses_weights_of_another_network(tmp_path):
         load_stream(str(tmp_path / "rgb_imagenet.pt"), 3, 0, backbone="s3d")
     with pytest.raises(WeightsError, match="with rgb_backbone s3d give the path of torchvision's S3D weights"):
         load_stream("kinetics400", 3, 0, backbone="s3d")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_is_autocast_close_to_float32(tmp_path, dtype):
+    from dataclasses import replace
+
+    frames, flow = write_inputs(tmp_path, 2, size=48)
+    a, b = (Extractor(replace(RANDOM, dtype=d))(np.load(frames), np.load(flow)) for d in ("float32", dtype))
+    assert a.dtype == b.dtype == np.float32 and not np.array_equal(a, b)  # it ran in the lower precision
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99, cos
+    with pytest.raises(ValueError, match="features: dtype must be one of float32, bfloat16, float16, not 'half'"):
+        replace(RANDOM, dtype="half")
