@@ -181,6 +181,16 @@ def experiments(config: dict) -> Experiments:
     return Experiments(dict(chosen), {n: n for n in chosen}, "")
 
 
+def apply_preset_seeds(config: dict, command_line: dict) -> None:
+    """A preset's own ``seeds`` (the demo's three) replace ``train.seeds``, unless the command line
+    gives ``train.seeds`` (``--config 'train={seeds: [2]}'``): what a user types wins."""
+    own = preset(config).get("seeds")
+    given = command_line.get("train")
+    typed = (isinstance(given, dict) and "seeds" in given) or (isinstance(given, str) and "seeds" in given)
+    if own and not typed:
+        config["train"]["seeds"] = list(own)
+
+
 def runs(config: dict) -> list[str]:
     """One training run per experiment and seed, in the report's order: ``<experiment>`` with one seed,
     ``<experiment>.s<seed>`` with several (``train.seeds``)."""
@@ -379,6 +389,23 @@ def check_settings(config: dict) -> None:
                 train_settings(config, run), localize_settings(config, run)
     except ValueError as e:
         raise ConfigError(f"workflow_config (preset {config['preset']}): {e}") from None
+    check_generated_paths(config)
+
+
+def check_generated_paths(config: dict) -> None:
+    """A generated preset (the demo) writes its videos and annotation files under ``generate.root``: the
+    preset must read them there, or the run would plan videos the generator never writes."""
+    p = preset(config)
+    if "generate" not in p:
+        return
+    root = Path(p["generate"]["root"])
+    wanted = {"videos": root / "videos", **{f"annotations.dirs.{subset}": root / f"annotations_{suffix}"
+                                            for subset, suffix in demo_data.SPLITS.items()}}
+    given = {"videos": p["videos"], **{f"annotations.dirs.{k}": v for k, v in p["annotations"].get("dirs", {}).items()}}
+    for key, path in wanted.items():
+        if os.path.normpath(str(given.get(key, ""))) != os.path.normpath(str(path)):
+            raise ConfigError(f"workflow_config (preset {config['preset']}): generate.root is {root}, so {key} "
+                              f"must be {path} (the generator writes there), not {given.get(key) or 'unset'}")
 
 
 def staged_root(staged: str, original: str) -> str:

@@ -134,20 +134,26 @@ def demo_scores(results, experiment):
 
 @pytest.mark.slow
 def test_learns_the_demo(tmp_path):
-    """The whole demo workflow (about 20 min on 2 cores): D2-Net learns and localizes the demo's actions."""
+    """The whole demo workflow with three seeds (about 15 min on 2 cores): D2-Net learns and localizes the
+    demo's actions with every seed, and beats cross-entropy alone on the mean."""
     import json
 
     from test_workflow import snakemake
 
-    snakemake(tmp_path, {})
+    snakemake(tmp_path, {"presets": {"demo": {"seeds": [1, 2, 3]}}})
     out = tmp_path / "results" / "demo"
-    cmap, inside = demo_scores(out, "d2net")
-    print(f"demo D2-Net: classification mAP {cmap:.3f}, TCAM higher inside true segments for {inside:.0%}")
-    assert cmap >= 0.9 and inside > 0.8
-    d2net, ce = (json.loads((out / "runs" / e / "metrics.json").read_text()) for e in ("d2net", "ce_only"))
-    print(f"mAP@0.5 D2-Net {d2net['map']['0.5']}, CE only {ce['map']['0.5']}, chance {d2net['chance']['map']['0.5']}")
-    assert d2net["map"]["0.5"] >= 50 and d2net["map"]["0.5"] >= 3 * d2net["chance"]["map"]["0.5"]
-    assert d2net["average_map"] >= ce["average_map"]  # the paper's Table 3 ordering
+    mean = {}
+    for e in ("d2net", "ce_only"):
+        runs = [json.loads((out / "runs" / f"{e}.s{k}" / "metrics.json").read_text()) for k in (1, 2, 3)]
+        mean[e] = np.mean([r["average_map"] for r in runs])
+        print(f"{e}: mAP@0.5 per seed {[r['map']['0.5'] for r in runs]}")
+    for k in (1, 2, 3):  # every seed learns: the demo's result is not one lucky seed's
+        cmap, inside = demo_scores(out, f"d2net.s{k}")
+        print(f"demo D2-Net seed {k}: classification mAP {cmap:.3f}, TCAM higher inside true segments for {inside:.0%}")
+        assert cmap >= 0.9 and inside > 0.8
+        d2net = json.loads((out / "runs" / f"d2net.s{k}" / "metrics.json").read_text())
+        assert d2net["map"]["0.5"] >= 50 and d2net["map"]["0.5"] >= 3 * d2net["chance"]["map"]["0.5"]
+    assert mean["d2net"] >= mean["ce_only"]  # the paper's Table 3 ordering, on the mean over seeds
     assert "<table>" in (out / "report" / "report.html").read_text()
 
 

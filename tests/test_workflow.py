@@ -17,7 +17,7 @@ from conftest import REPO, garbage, thumos_dir
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY_DEMO = {"generate": {"n_train": 2, "n_test": 1, "min_duration_s": 3.0, "max_duration_s": 4.0,
                           "min_action_s": 1.0, "max_action_s": 1.5, "max_actions": 1},
-             "d2net": {"iterations": 6, "batch_size": 2, "pdmi_start_iter": 2}}
+             "d2net": {"iterations": 6, "batch_size": 2, "pdmi_start_iter": 2}, "seeds": [1]}
 # Eager TV-L1 (no compile warm-up per job) with few iterations keeps workflow tests quick.
 QUICK_FLOW = {"flow": {"compile": False, "tvl1": {"nscales": 2, "warps": 1, "outer_iterations": 2,
                                                    "inner_iterations": 5}}}
@@ -249,7 +249,7 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
     mine = {**{k: v for k, v in demo.items() if k != "generate"}, "videos": str(videos),
             "annotations": {"format": "thumos14_txt", "dirs": {"validation": str(made / "annotations_val"),
                                                                 "test": str(made / "annotations_test")}},
-            "d2net": {**demo["d2net"], **TINY_DEMO["d2net"]}}
+            "d2net": {**demo["d2net"], **TINY_DEMO["d2net"]}, "seeds": [1]}
     config = {"preset": "mine", "presets": {"mine": mine}, **QUICK_FLOW}
     snakemake(tmp_path, config)  # demo_validation_0003 is annotated but not there yet: skipped
     skipped = json.loads((tmp_path / "results" / "mine" / "skipped_videos.json").read_text())["skipped"]
@@ -456,7 +456,7 @@ def test_the_workflow_runs_without_a_shared_filesystem(tmp_path):
 @pytest.mark.parametrize("name, runs", [("table3", ["ce", "dis", "dis_ld", "focal"]),
                                         ("table4", ["ld_bce", "ld_l1", "ld_pdmi"])])
 def test_an_ablation_table_is_one_word(tmp_path, name, runs):
-    _, dry = snakemake(tmp_path, {}, "-n", "--config", f"experiments={name}")
+    _, dry = snakemake(tmp_path, {}, "-n", "--config", f"experiments={name}", "train={seeds: [1]}")
     assert planned_jobs(dry)["train"] == len(runs)
     trained = sorted(set(re.findall(r"runs/([\w.-]+)/model\.pt", dry)))
     assert trained == runs
@@ -468,13 +468,18 @@ def test_an_unknown_experiment_set_names_the_sets(tmp_path):
 
 
 def test_the_reference_code_profile_runs_beside_the_paper_settings(tmp_path):
-    _, dry = snakemake(tmp_path, {}, "-n", "-p", "--config", "experiments=reference_code")
+    _, dry = snakemake(tmp_path, {}, "-n", "-p", "--config", "experiments=reference_code", "train={seeds: [1]}")
     assert planned_jobs(dry)["train"] == 2
     assert "--protocol activitynet" in dry and "--protocol d2net" in dry
     assert '"nms_iou": 0.3' in dry and '"weight_decay": 0.0005' in dry
 
 
 def test_each_experiment_runs_once_per_seed(tmp_path):
+    # the demo preset's own seeds
+    _, dry = snakemake(tmp_path, {}, "-n")
+    assert sorted(set(re.findall(r"runs/([\w.-]+)/model\.pt", dry))) == [
+        f"{e}.s{k}" for e in ("ce_only", "d2net") for k in (1, 2)]
+    # train.seeds on the command line wins over the preset's
     _, dry = snakemake(tmp_path, {}, "-n", "-p", "--config", "train={seeds: [1, 2]}")
     assert planned_jobs(dry)["train"] == 4
     runs = sorted(set(re.findall(r"runs/([\w.-]+)/model\.pt", dry)))
@@ -487,6 +492,8 @@ def test_each_experiment_runs_once_per_seed(tmp_path):
     ({"presets": {"demo": {"crop": 200}}}, "decode: crop 200 is larger than short_side 96"),
     ({"preset": "thumos14", "presets": {"thumos14": {"videos": "no/such/folder"}}},
      "preset thumos14: videos folder no/such/folder does not exist"),
+    ({"presets": {"demo": {"generate": {"root": "elsewhere"}}}},
+     "generate.root is elsewhere, so videos must be elsewhere/videos (the generator writes there), not data/demo/videos"),
 ])
 def test_settings_that_pass_the_schema_but_not_their_stage_stop_at_start_up(tmp_path, override, message):
     rc, out = snakemake(tmp_path, override, "-n", check=False)
