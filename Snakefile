@@ -24,7 +24,7 @@ configfile: "workflow_config.yaml"
 # Nested --config values arrive as strings ('flow={bound: 15}'): typed as the schema declares, then checked.
 config.update(wf.typed_overrides(config, f"{workflow.basedir}/pipeline/schemas/config.schema.yaml"))
 validate(config, "pipeline/schemas/config.schema.yaml")
-wf.apply_preset_seeds(config, workflow.config_settings.overwrite_config or {})
+wf.apply_preset_seeds(config, dict(workflow.config_settings.config or {}))  # --config words only
 report: "pipeline/report_captions/workflow.rst"
 
 # Jobs run `python -m pipeline.<stage>` with the interpreter running Snakemake, which has the project's

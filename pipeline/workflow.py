@@ -182,8 +182,9 @@ def experiments(config: dict) -> Experiments:
 
 
 def apply_preset_seeds(config: dict, command_line: dict) -> None:
-    """A preset's own ``seeds`` (the demo's three) replace ``train.seeds``, unless the command line
-    gives ``train.seeds`` (``--config 'train={seeds: [2]}'``): what a user types wins."""
+    """A preset's own ``seeds`` (the demo's) replace ``train.seeds``, unless ``--config`` gives
+    ``train.seeds`` (``--config 'train={seeds: [2]}'``): what a user types wins. ``command_line`` is the
+    ``--config`` words only (Snakemake's overwrite_config also holds every ``--configfile``)."""
     own = preset(config).get("seeds")
     given = command_line.get("train")
     typed = (isinstance(given, dict) and "seeds" in given) or (isinstance(given, str) and "seeds" in given)

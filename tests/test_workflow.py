@@ -117,7 +117,11 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     frames = np.load(out / "decoded" / "demo_test_0001" / "frames.npy", mmap_mode="r")
     assert frames.shape == (meta["n_snippets"], 16, 80, 80, 3)  # blocks of one stride: the window by default
     table = (out / "annotations" / "annotations.tsv").read_text().splitlines()
-    assert table[0] == "video\tsubset\tlabel\tstart_s\tend_s\tduration" and len(table) == 4
+    assert table[0] == "video\tsubset\tlabel\tstart_s\tend_s\tduration\tsource" and len(table) == 4
+    assert table[1].split("\t")[-1].startswith("data/demo/annotations_")  # the file and line it came from
+    # the table later stages read: each video's decoded duration filled in (THUMOS txt has none)
+    checked = (out / "annotations" / "decoded" / "videos.tsv").read_text().splitlines()[1:]
+    assert len(checked) == 3 and all(float(row.split("\t")[2]) > 2.5 for row in checked)
     flow = np.load(out / "flow" / "demo_test_0001" / "flow.npy", mmap_mode="r")
     assert flow.shape == (meta["n_snippets"], 16, 80, 80, 2) and flow.dtype == np.uint8
     features = np.load(out / "features" / "demo_test_0001.npy")
