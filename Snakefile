@@ -123,12 +123,13 @@ if ANNOTATED:
             videos_dir=PRESET["videos"],
             on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
             found=json.dumps({"present": sorted(VIDEOS), "missing": MISSING, "unannotated": UNANNOTATED}),
+            out=lambda w, output: os.path.dirname(output.table[0]),
         log:
             f"{OUT}/logs/annotations.log",
         run:
             wf.run_stage("annotations", "--spec", params.spec, "--base", params.base, "--videos-dir",
                          params.videos_dir, "--on-bad", params.on_bad, "--found", params.found,
-                         "--out", os.path.dirname(output.table[0]), log=log[0])
+                         "--out", params.out, log=log[0])
 
 
 # GPUs of this node: flow, features and train take one each (`gpu` resource: devices x
@@ -241,12 +242,13 @@ if ANNOTATED:
         params:
             past_end=PRESET.get("segments_past_end", config["segments_past_end"]),
             on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
+            annotations=lambda w, input: os.path.dirname(input.table[0]),
+            out=lambda w, output: os.path.dirname(output.past_end),
         log:
             f"{OUT}/logs/durations.log",
         run:
-            wf.run_stage("durations", input.metas, "--annotations", os.path.dirname(input.table[0]),
-                         "--past-end", params.past_end, "--on-bad", params.on_bad,
-                         "--out", os.path.dirname(output.past_end), log=log[0])
+            wf.run_stage("durations", input.metas, "--annotations", params.annotations, "--past-end",
+                         params.past_end, "--on-bad", params.on_bad, "--out", params.out, log=log[0])
 
 
 # 5. Videos the run could not use, for later stages and the report.
