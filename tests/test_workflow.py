@@ -179,8 +179,8 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "batch_size": 4, "device": "cpu"}}, "-n")
     assert planned_jobs(dry) == {}
     # A demo setting regenerates the videos, and so everything downstream.
-    _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {"generate": {**TINY_DEMO["generate"], "seed": 1}}}},
-                       "-n")
+    _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "generate": {**TINY_DEMO["generate"],
+                                                                                            "seed": 1}}}}, "-n")
     assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "features": 3,
                                  "durations": 1, "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
 
