@@ -83,8 +83,10 @@ rule all:
         PREDICTIONS if MODEL_IN else [],
 
 
-# The files the annotations are read from: the preset's, or those rule demo_data writes.
+# The files the annotations are read from: the preset's, or those rule demo_data writes; what a
+# bad row does (read by the annotations and durations stages).
 if ANNOTATED:
+    ON_BAD_ANNOTATION = PRESET.get("on_bad_annotation", config["on_bad_annotation"])
     ANNOTATION_SOURCES = (ann_io.source_files(PRESET["annotations"]) if DEMO is None
                           else [str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])])
 
@@ -121,7 +123,7 @@ if ANNOTATED:
             # where the job sees the source files (a storage plugin may have staged them elsewhere)
             base=lambda w, input: wf.staged_root(input[0], ANNOTATION_SOURCES[0]),
             videos_dir=PRESET["videos"],
-            on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
+            on_bad=ON_BAD_ANNOTATION,
             found=json.dumps({"present": sorted(VIDEOS), "missing": MISSING, "unannotated": UNANNOTATED}),
             out=lambda w, output: os.path.dirname(output.table[0]),
         log:
@@ -241,7 +243,7 @@ if ANNOTATED:
             past_end=PAST_END,
         params:
             past_end=PRESET.get("segments_past_end", config["segments_past_end"]),
-            on_bad=PRESET.get("on_bad_annotation", config["on_bad_annotation"]),
+            on_bad=ON_BAD_ANNOTATION,
             annotations=lambda w, input: os.path.dirname(input.table[0]),
             out=lambda w, output: os.path.dirname(output.past_end),
         log:

@@ -54,9 +54,9 @@ def _tmp_prefix(path: Path) -> str:
 def _remove_leftovers(path: Path) -> None:
     """Delete ``.tmp-*`` files of earlier, killed writers of ``path``. Snakemake never runs two jobs for one
     output at once, so only a live process on this host (``<host>.<pid>`` in the name) can still own one."""
-    host = socket.gethostname()
-    for old in path.parent.glob(f"{_tmp_prefix(path)}*"):
-        owner = old.name[len(_tmp_prefix(path)):].rsplit("-", 1)[0]  # <host>.<pid>, or mkstemp's letters
+    host, prefix = socket.gethostname(), _tmp_prefix(path)
+    for old in path.parent.glob(f"{prefix}*"):
+        owner = old.name[len(prefix):].rsplit("-", 1)[0]  # <host>.<pid>, or mkstemp's letters
         owner_host, _, pid = owner.rpartition(".")
         if owner_host == host and pid.isdigit() and _alive(int(pid)):
             continue
@@ -70,8 +70,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # someone else's live process
+        pass
     return True
 
 

@@ -131,7 +131,8 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
         stride_s, window_s = snippet_seconds(prov)
         tcam, _ = infer(model, feats, s, ts.topk_divisor)
         results[video] = to_results(localize(tcam, s, ts.topk_divisor), classes, stride_s, window_s)
-        plot_timeline(video, snippet_centres(len(tcam), stride_s, window_s), tcam, results[video], classes, out / "timelines" / timeline_name(video))
+        plot_timeline(video, snippet_centres(len(tcam), stride_s, window_s), tcam, results[video], classes,
+                      out / "timelines" / timeline_name(video))
     atomic_write_json(out / "detections.json", {"version": "vidloc D2-Net predict", "results": results,
                                                 "external_data": {"used": True, "details": "I3D features"},
                                                 "skipped": skipped})

@@ -130,16 +130,17 @@ def skipped_ground_truth(ann, subset: str, skipped: list[dict]) -> tuple[int, in
 
 def past_end_note(rows: list[dict], subset: str) -> str | None:
     """One line on the test subset's segments past their decoded video's end (durations stage), per video."""
+    from collections import Counter
+
     rows = [r for r in rows if r["subset"] == subset]
     if not rows:
         return None
-    per_video: dict[str, int] = {}
-    for r in rows:
-        per_video[r["video"]] = per_video.get(r["video"], 0) + 1
-    kept = sum(r["action"] == "kept" for r in rows)
-    what = (f"{kept} kept as ground truth (they can only be missed, as in the official evaluation)" if kept else "")
-    what += ("; " if kept and kept < len(rows) else "") + (
-        f"{len(rows) - kept} dropped (on_bad_annotation: skip)" if kept < len(rows) else "")
+    per_video = Counter(r["video"] for r in rows)
+    actions = Counter(r["action"] for r in rows)
+    what = "; ".join(text for text, n in (
+        (f"{actions['kept']} kept as ground truth (they can only be missed, as in the official evaluation)",
+         actions["kept"]),
+        (f"{actions['dropped']} dropped (on_bad_annotation: skip)", actions["dropped"])) if n)
     return (f"{len(rows)} ground-truth segment(s) on {len(per_video)} test video(s) end past the decoded video: "
             f"{what}: " + ", ".join(f"{v} ({n})" for v, n in sorted(per_video.items())) + ".")
 

@@ -15,10 +15,9 @@ from test_workflow import snakemake
 # A job as flow/features/train run it: take a slot (pipeline.runtime does this once it chose CUDA), hold it
 # for a while, report what it got and when.
 JOB = """
-import json, os, sys, time
-from pipeline.gpu_slots import cuda_index, _held
-i = cuda_index("job")
+import json, sys, time
 from pipeline import gpu_slots
+i = gpu_slots.cuda_index("job")
 start = time.time()
 time.sleep(float(sys.argv[1]))
 print(json.dumps({"index": i, "id": gpu_slots._held.device_id, "start": start, "end": time.time()}), flush=True)
