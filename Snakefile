@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from pipeline import annotations as ann_io
 from pipeline import workflow as wf
@@ -21,22 +21,23 @@ from pipeline import workflow as wf
 min_version("9.0")
 
 configfile: "workflow_config.yaml"
-# Nested --config values arrive as strings ('flow={bound: 15}'): typed as the schema declares, then checked.
-config.update(wf.typed_overrides(config, f"{workflow.basedir}/pipeline/schemas/config.schema.yaml"))
-validate(config, "pipeline/schemas/config.schema.yaml")
-wf.apply_preset_seeds(config, dict(workflow.config_settings.config or {}))  # --config words only
+# Declared defaults, this file, the preset, the command line (docs/configuration.md): one checked, typed config.
+LAYERS = wf.config_layers(f"{workflow.basedir}/workflow_config.yaml", workflow.config_settings.configfiles,
+                          workflow.config_settings.config)
+wf.check_presets(LAYERS)
+config.clear()
+config.update(wf.resolve(LAYERS))
 report: "pipeline/report_captions/workflow.rst"
 
 # Jobs run `python -m pipeline.<stage>` with the interpreter running Snakemake, which has the project's
 # packages: its folder goes first on PATH (a cluster job re-parses this file and does the same).
 shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
-PRESET = wf.preset(config)
 ANNOTATED = wf.annotated(config)  # the folder preset has no annotations: features (and predictions) only
-MODEL_IN = config.get("model", "")  # a trained model.pt to predict with
+MODEL_IN = config["model"]  # a trained model.pt to predict with
 OUT = wf.results_dir(config)
 wf.check_writable(OUT)
-DEMO = wf.demo_settings(PRESET)
-wf.check_settings(config)  # cross-field constraints the schema cannot express, before any job
+DEMO = wf.demo_settings(config)
+wf.check_settings(config)  # cross-field constraints, before any job
 # name -> (path, subset, duration) of every video this run processes; annotated videos without a file,
 # and files no annotation claims (both found here, on the machine that plans the run)
 VIDEOS, MISSING, UNANNOTATED = wf.videos(config)
@@ -44,10 +45,20 @@ if workflow.is_main_process and workflow.local_exec:  # stop now, not after hour
     wf.check_disk(OUT, config, [v.duration_s for v in VIDEOS.values()],
                   running=workflow.global_resources["_cores"].value or 1)
 
+# How each stage runs (devices, batches, threads, chunk sizes, failure policy) is not what it computes:
+# it reaches the jobs through the environment, never `params:`, so changing it reruns nothing
+# (a cluster job re-parses this file and sets the same).
+os.environ["VIDLOC_DECODE_RUNTIME"] = wf.as_runtime(wf.decode_runtime(config))
+os.environ["VIDLOC_ON_BAD_VIDEO"] = config["on_bad_video"]
+os.environ["VIDLOC_FLOW_RUNTIME"] = wf.as_runtime(wf.flow_runtime(config))
+os.environ["VIDLOC_FEATURE_RUNTIME"] = wf.as_runtime(wf.feature_runtime(config))
+os.environ["VIDLOC_TRAIN_RUNTIME"] = wf.as_runtime(wf.train_runtime(config))
+envvars: "VIDLOC_DECODE_RUNTIME", "VIDLOC_ON_BAD_VIDEO", "VIDLOC_FLOW_RUNTIME", "VIDLOC_FEATURE_RUNTIME", "VIDLOC_TRAIN_RUNTIME"
+
 
 def intermediate(path):
     """Decoded frames and flow: deleted once features are made, unless the preset keeps them."""
-    return path if PRESET.get("keep_intermediates", False) else temp(path)
+    return path if config["keep_intermediates"] else temp(path)
 
 
 wildcard_constraints:
@@ -86,9 +97,8 @@ rule all:
 # The files the annotations are read from: the preset's, or those rule demo_data writes; what a
 # bad row does (read by the annotations and durations stages).
 if ANNOTATED:
-    ON_BAD_ANNOTATION = PRESET.get("on_bad_annotation", config["on_bad_annotation"])
-    ANNOTATION_SOURCES = (ann_io.source_files(PRESET["annotations"]) if DEMO is None
-                          else [str(p) for p in wf.demo_data.annotation_files(DEMO, PRESET["generate"]["root"])])
+    ANNOTATION_SOURCES = (ann_io.source_files(wf.annotation_spec(config)) if DEMO is None
+                          else [str(p) for p in wf.demo_data.annotation_files(DEMO, DEMO.root)])
 
 
 # 0. The demo preset makes its own videos and THUMOS-format annotations.
@@ -98,7 +108,7 @@ if DEMO is not None:
         output:
             videos=[v.path for v in VIDEOS.values()],
             annotations=ANNOTATION_SOURCES,
-            manifest=f"{PRESET['generate']['root']}/manifest.json",
+            manifest=f"{DEMO.root}/manifest.json",
         params:
             settings=wf.as_param(DEMO),
         log:
@@ -119,11 +129,11 @@ if ANNOTATED:
             unannotated=f"{OUT}/annotations/unannotated_videos.txt",
             dropped=f"{OUT}/annotations/dropped.tsv",
         params:
-            spec=json.dumps(PRESET["annotations"], sort_keys=True),
+            spec=json.dumps(wf.annotation_spec(config), sort_keys=True),
             # where the job sees the source files (a storage plugin may have staged them elsewhere)
             base=lambda w, input: wf.staged_root(input[0], ANNOTATION_SOURCES[0]),
-            videos_dir=PRESET["videos"],
-            on_bad=ON_BAD_ANNOTATION,
+            videos_dir=config["videos"],
+            on_bad=config["on_bad_annotation"],
             found=json.dumps({"present": sorted(VIDEOS), "missing": MISSING, "unannotated": UNANNOTATED}),
             out=lambda w, output: os.path.dirname(output.table[0]),
         log:
@@ -159,23 +169,18 @@ rule decode:
         meta=f"{OUT}/decoded/{{video}}/meta.json",
     params:
         settings=wf.as_param(wf.decode_settings(config)),
-        on_bad_video=config["on_bad_video"],
     log:
         f"{OUT}/logs/decode/{{video}}.log",
     benchmark:
         f"{OUT}/benchmarks/decode/{{video}}.tsv"
     shell:
         "python -m pipeline.decode {input:q} --frames {output.frames:q} --meta {output.meta:q}"
-        " --settings {params.settings:q} --on-bad-video {params.on_bad_video} --name {wildcards.video:q} 2> {log:q}"
+        " --settings {params.settings:q} --runtime \"$VIDLOC_DECODE_RUNTIME\" --on-bad-video \"$VIDLOC_ON_BAD_VIDEO\""
+        " --name {wildcards.video:q} 2> {log:q}"
 
 
 # 3. Each video: TV-L1 flow between consecutive frames, quantized to uint8. Flow and features jobs
 # start warm (pipeline/warm.py): forked from a per-node process that imported torch once.
-# How to run (device, batch, threads) is not what is computed, so it must not be a rerun trigger as
-# params are: it reaches the job through the environment (a cluster job re-parses this file too).
-os.environ["VIDLOC_FLOW_RUNTIME"] = wf.as_param(wf.flow_runtime(config))
-envvars: "VIDLOC_FLOW_RUNTIME"
-
 rule flow:
     input:
         frames=rules.decode.output.frames,
@@ -201,9 +206,6 @@ rule flow:
 
 
 # 4. Each video: I3D RGB and flow features, one 2048-d vector per snippet, with their provenance.
-os.environ["VIDLOC_FEATURE_RUNTIME"] = wf.as_param(wf.feature_runtime(config))  # as flow's: not a trigger
-envvars: "VIDLOC_FEATURE_RUNTIME"
-
 rule features:
     input:
         frames=rules.decode.output.frames,
@@ -242,8 +244,8 @@ if ANNOTATED:
             table=ANNOTATION_FILES,
             past_end=PAST_END,
         params:
-            past_end=PRESET.get("segments_past_end", config["segments_past_end"]),
-            on_bad=ON_BAD_ANNOTATION,
+            past_end=config["segments_past_end"],
+            on_bad=config["on_bad_annotation"],
             annotations=lambda w, input: os.path.dirname(input.table[0]),
             out=lambda w, output: os.path.dirname(output.past_end),
         log:
@@ -296,36 +298,39 @@ if MODEL_IN:
             timelines=directory(f"{OUT}/predict/timelines"),
         params:
             signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
+            localize=wf.as_param(wf.localize_settings(config)),
         log:
             f"{OUT}/logs/predict.log",
         run:
             wf.run_stage("predict", input.features, "--model", input.model, "--signature", params.signature,
-                         "--out", os.path.dirname(output.detections), log=log[0])
+                         "--localize", params.localize, "--out", os.path.dirname(output.detections), log=log[0])
 
 
 # The rest needs annotations: it trains, localizes, evaluates and reports.
-TRAIN_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET.get("train_subset"))
-TEST_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == PRESET.get("test_subset"))
+TRAIN_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == config["train_subset"])
+TEST_VIDEOS = sorted(v for v, info in VIDEOS.items() if info.subset == config["test_subset"])
 
 if ANNOTATED:
 
     # 6. Each experiment: D2-Net trained on the training subset's features (video-level labels only).
+    # Its params hold training settings only: localization and evaluation settings never retrain,
+    # but for an experiment that selects its weights on the test set (select_on_test, the reference code's).
     rule train:
         input:
             features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TRAIN_VIDEOS),
             annotations=ANNOTATION_FILES,
             skipped=SKIPPED,
-            # the learning curve scores the model on the test subset as it trains (train.eval_every)
+            # the model's outputs on the test subset are saved as it trains (train.eval_every)
             test_features=lambda w: expand(f"{OUT}/features/{{video}}.npy", video=TEST_VIDEOS),
             test_metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
         output:
             model=MODEL,
             log=f"{OUT}/runs/{{experiment}}/log.csv",
             plot=f"{OUT}/runs/{{experiment}}/loss.png",
-            curve=f"{OUT}/runs/{{experiment}}/curve.csv",
+            test_outputs=directory(f"{OUT}/runs/{{experiment}}/test_outputs"),
         params:
             settings=lambda w: wf.as_param(wf.train_settings(config, w.experiment)),
-            subset=PRESET["train_subset"],
+            subset=config["train_subset"],
             # The stages read these folders: the ones the declared files are in, wherever a storage
             # plugin put them (with --shared-fs-usage none, not where this file names them).
             features=lambda w, input: os.path.dirname(input.features[0]),
@@ -333,12 +338,10 @@ if ANNOTATED:
             out=lambda w, output: os.path.dirname(output.model),
             # recorded in model.pt, so predict can apply the model to other videos' features made the same way
             signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
-            localize=lambda w: wf.as_param(wf.localize_settings(config, w.experiment)),
             test=lambda w, input: [
-                "--test-features", os.path.dirname(input.test_features[0]), "--test-subset", PRESET["test_subset"],
-                "--test-decoded", os.path.dirname(os.path.dirname(input.test_metas[0])),
-                "--tiou", ",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
-                "--protocol", wf.evaluation_protocol(config, w.experiment)],
+                "--test-features", os.path.dirname(input.test_features[0]), "--test-subset", config["test_subset"],
+                "--test-decoded", os.path.dirname(os.path.dirname(input.test_metas[0]))],
+            selection=lambda w: wf.selection_args(config, w.experiment),
         resources:
             gpu=GPU_JOB,
         threads: config["train"]["threads"]
@@ -349,12 +352,35 @@ if ANNOTATED:
         shell:
             "python -m pipeline.train --features {params.features:q} --annotations {params.annotations:q}"
             " --skipped {input.skipped:q} --subset {params.subset:q} --settings {params.settings:q}"
-            " --feature-signature {params.signature:q} --localize {params.localize:q} {params.test:q}"
-            " --out {params.out:q} --threads {threads} 2> {log:q}"
+            " --runtime \"$VIDLOC_TRAIN_RUNTIME\" --feature-signature {params.signature:q} {params.test:q}"
+            " {params.selection:q} --out {params.out:q} --threads {threads} 2> {log:q}"
+
+
+    # 6b. Each experiment: the learning curve, its saved test outputs localized and evaluated with the
+    # run's settings (pipeline/learning_curve.py), as localize and evaluate would.
+    rule curve:
+        input:
+            model=MODEL,
+            test_outputs=rules.train.output.test_outputs,
+            metas=lambda w: expand(f"{OUT}/decoded/{{video}}/meta.json", video=TEST_VIDEOS),
+            annotations=ANNOTATION_FILES,
+        output:
+            f"{OUT}/runs/{{experiment}}/curve.csv",
+        params:
+            localize=lambda w: wf.as_param(wf.localize_settings(config, w.experiment)),
+            evaluation=lambda w: wf.as_param(wf.evaluation_settings(config, w.experiment)),
+            subset=config["test_subset"],
+            decoded=lambda w, input: os.path.dirname(os.path.dirname(input.metas[0])),
+            annotations=lambda w, input: os.path.dirname(input.annotations[0]),
+        log:
+            f"{OUT}/logs/curve/{{experiment}}.log",
+        shell:
+            "python -m pipeline.learning_curve --outputs {input.test_outputs:q} --model {input.model:q}"
+            " --decoded {params.decoded:q} --annotations {params.annotations:q} --subset {params.subset:q}"
+            " --localize {params.localize:q} --evaluation {params.evaluation:q} --out {output:q} 2> {log:q}"
 
 
     # 7. Each experiment: the test videos' TCAMs become scored segments (ActivityNet results format).
-
     rule localize:
         input:
             model=MODEL,
@@ -367,7 +393,7 @@ if ANNOTATED:
             scores=f"{OUT}/runs/{{experiment}}/scores.npz",
         params:
             settings=lambda w: wf.as_param(wf.localize_settings(config, w.experiment)),
-            subset=PRESET["test_subset"],
+            subset=config["test_subset"],
             features=lambda w, input: os.path.dirname(input.features[0]),
             decoded=lambda w, input: os.path.dirname(os.path.dirname(input.metas[0])),
             annotations=lambda w, input: os.path.dirname(input.annotations[0]),
@@ -392,17 +418,17 @@ if ANNOTATED:
         output:
             f"{OUT}/runs/{{experiment}}/metrics.json",
         params:
-            subset=PRESET["test_subset"],
-            train_subset=PRESET["train_subset"],
-            tiou=",".join(f"{t:g}" for t in PRESET["tiou_thresholds"]),
-            protocol=lambda w: wf.evaluation_protocol(config, w.experiment),
+            subset=config["test_subset"],
+            train_subset=config["train_subset"],
+            tiou=lambda w: ",".join(f"{t:g}" for t in wf.evaluation_settings(config, w.experiment).tiou_thresholds),
+            protocol=lambda w: wf.evaluation_settings(config, w.experiment).protocol,
             annotations=lambda w, input: os.path.dirname(input.annotations[0]),
         log:
             f"{OUT}/logs/evaluate/{{experiment}}.log",
         shell:
             "python -m pipeline.evaluate {input.detections:q} --annotations {params.annotations:q}"
-            " --subset {params.subset:q} --train-subset {params.train_subset:q} --tiou {params.tiou}"
-            " --protocol {params.protocol}"
+            " --subset {params.subset:q} --train-subset {params.train_subset:q}"
+            " --tiou {params.tiou} --protocol {params.protocol}"
             " --scores {input.scores:q} --out {output:q} 2> {log:q}"
 
 
@@ -420,7 +446,7 @@ if ANNOTATED:
         output:
             COSTS,
         params:
-            settings=json.dumps(wf.cost_settings(config, EXPERIMENTS), sort_keys=True),
+            settings=json.dumps(wf.cost_settings(config, EXPERIMENTS, LAYERS), sort_keys=True),
             test_videos=",".join(TEST_VIDEOS),
         log:
             f"{OUT}/logs/costs.log",
@@ -437,7 +463,7 @@ if ANNOTATED:
             metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
             detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
             losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
-            curves=expand(f"{OUT}/runs/{{experiment}}/curve.csv", experiment=EXPERIMENTS),
+            curves=expand(rules.curve.output[0], experiment=EXPERIMENTS),
             scores=expand(f"{OUT}/runs/{{experiment}}/scores.npz", experiment=EXPERIMENTS),
             provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
             skipped=SKIPPED,
@@ -456,18 +482,20 @@ if ANNOTATED:
             curves=report(f"{OUT}/report/learning_curves.png",
                           caption="pipeline/report_captions/learning_curves.rst", category="Plots"),
         params:
+            # what the report shows: plain values, so a change reruns it (Snakemake compares params that
+            # are not functions of the input or output)
+            shown=["--preset", config["preset"], "--experiments", ",".join(EXPERIMENTS),
+                   "--labels", json.dumps(EXPERIMENT_SET.labels), "--caption", EXPERIMENT_SET.caption,
+                   "--groups", json.dumps({r: wf.run_parts(config, r)[0] for r in EXPERIMENTS}),
+                   "--subset", config["test_subset"], "--timelines", config["report"]["videos"]],
             args=lambda w, input, output: [
-                "--preset", config["preset"], "--experiments", ",".join(EXPERIMENTS),
-                "--labels", json.dumps(EXPERIMENT_SET.labels), "--caption", EXPERIMENT_SET.caption,
-                "--groups", json.dumps({r: wf.run_parts(config, r)[0] for r in EXPERIMENTS}),
-                "--subset", PRESET["test_subset"], "--timelines", wf.localize_config(config)["report_videos"],
                 "--runs", os.path.dirname(os.path.dirname(input.metrics[0])),
                 "--annotations", os.path.dirname(input.annotations[0]), "--skipped", input.skipped,
                 "--costs", input.costs, "--out", os.path.dirname(output.html)],
         log:
             f"{OUT}/logs/report.log",
         run:
-            wf.run_stage("report", *params.args, input.provenance, log=log[0])
+            wf.run_stage("report", *params.shown, *params.args, input.provenance, log=log[0])
 
 
     # 11. `snakemake --cores all export` (not part of `all`): the features and annotations in the layouts
@@ -482,7 +510,7 @@ if ANNOTATED:
             actionformer=directory(f"{OUT}/export/actionformer"),
         params:
             args=lambda w, input, output: [
-                "--preset", config["preset"], "--subsets", f"{PRESET['train_subset']},{PRESET['test_subset']}",
+                "--preset", config["preset"], "--subsets", f"{config['train_subset']},{config['test_subset']}",
                 "--annotations", os.path.dirname(input.annotations[0]), "--index", input.index,
                 "--out", os.path.dirname(output.wtalc)],
         log:

@@ -3,8 +3,8 @@
 A dict of tensors and plain data only, so it loads with ``weights_only``:
 ``model`` (state dict, running background included), ``classes``,
 ``settings`` (TrainSettings), ``feature_dim``, ``features`` (the signature of
-the features it was trained on), ``localize`` (the preset's localization
-settings) and, when the model was selected on the test set, ``selected``.
+the features it was trained on) and, when the model was selected on the test
+set, ``selected``.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def read_checkpoint(path: str | Path, keys=MODEL_KEYS) -> dict:
 def load_model(path: str | Path) -> tuple[D2Net, list[str], TrainSettings]:
     ckpt = read_checkpoint(path)
     try:
-        s = TrainSettings(**ckpt["settings"])
+        s = TrainSettings(**ckpt["settings"])  # pydantic: a key no TrainSettings has is refused
         model = build_model(len(ckpt["classes"]), s, ckpt["feature_dim"])
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError) as e:

@@ -45,7 +45,7 @@ import numpy as np
 from pipeline.io import NpyAppender, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.progress import progress_bar
-from pipeline.settings import DecodeSettings, from_dict
+from pipeline.settings import DecodeRuntime, DecodeSettings, from_dict
 
 BACKENDS = ("pyav", "decord")
 
@@ -220,7 +220,7 @@ def resize_crop(frame: np.ndarray, short_side: int, crop: int) -> np.ndarray:
 
 
 def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, settings: DecodeSettings,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, runtime: DecodeRuntime = DecodeRuntime()) -> dict:
     """Decode ``path`` into ``frames_out`` (.npy) and return the metadata.
 
     ``frames_out`` appears only when the whole video decoded into at least one
@@ -249,11 +249,11 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
         fps = rate
     else:
         fps = float(settings.fps)
-    chunk = np.empty((settings.chunk_snippets * per_snippet, block, crop, crop, 3), np.uint8)
+    chunk = np.empty((runtime.chunk_snippets * per_snippet, block, crop, crop, 3), np.uint8)
     n_out = 0  # resampled frames, including the dropped tail
     n_source = 0
     source_size = None
-    frames = source_frames(path, settings.backend, settings.threads)  # raises before any output for bad files
+    frames = source_frames(path, settings.backend, runtime.threads)  # raises before any output for bad files
     bar = progress_bar(desc=Path(path).name, unit="frame") if progress else None
 
     def counted(frames):
@@ -340,14 +340,15 @@ def skipped_meta(path: str, settings: DecodeSettings, reason: str) -> dict:
 
 
 def run(video: str, frames_out: str, meta_out: str, settings: DecodeSettings, on_bad_video: str,
-        progress: bool = True, startup_s: float | None = None, name: str | None = None) -> dict:
+        progress: bool = True, startup_s: float | None = None, name: str | None = None,
+        runtime: DecodeRuntime = DecodeRuntime()) -> dict:
     """The stage as the workflow runs it: decode, or record a bad video as skipped.
 
     ``name``: the video's name in the run (an annotation name such as ActivityNet's ``video_4`` may
     differ from the file's stem); by default the file's stem."""
     compute = Stopwatch()
     try:
-        meta = decode_video(video, frames_out, settings, progress=progress)
+        meta = decode_video(video, frames_out, settings, progress=progress, runtime=runtime)
     except DecodeError as e:
         if on_bad_video != "skip":
             raise
@@ -369,14 +370,16 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", required=True, help="output frames.npy")
     ap.add_argument("--meta", required=True, help="output meta.json")
     ap.add_argument("--settings", default="{}", help="DecodeSettings as JSON")
+    ap.add_argument("--runtime", default="{}", help="DecodeRuntime as JSON (chunk size, threads)")
     ap.add_argument("--on-bad-video", choices=("skip", "fail"), default="skip")
     ap.add_argument("--name", help="the video's name in the run (default: the file's stem)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     settings = from_dict(DecodeSettings, json.loads(args.settings), "decode")
+    runtime = from_dict(DecodeRuntime, json.loads(args.runtime), "decode runtime")
     try:
         run(args.video, args.frames, args.meta, settings, args.on_bad_video, progress=not args.no_progress,
-            startup_s=startup_s, name=args.name)
+            startup_s=startup_s, name=args.name, runtime=runtime)
     except DecodeError as e:
         print(f"decode: error: {e}", file=sys.stderr)
         return 1

@@ -1,22 +1,29 @@
-"""Scoring a model on the test subset while it trains: the learning curve, and the reference code's selection.
+"""curve: the learning curve, from test-subset outputs saved while training, scored with the run's settings.
 
-Every ``eval_every`` iterations train localizes the test videos with the
-model as it is (dropout off) and evaluates the detections exactly as the
-localize and evaluate stages do, giving mAP@0.5 and the mean mAP over the
-preset's tIoU thresholds. The curve is for reading (the report plots it);
-only an experiment with ``select_on_test`` (the reference_code profile) keeps
+Every ``eval_every`` iterations train saves the model's outputs on each test
+video (dropout off): the TCAM re-weighted by the bottom-up attention before
+any rescaling, and the attention's maximum, as float16 in
+``test_outputs/iter_<n>.npz``. Nothing in them depends on a localization or
+evaluation setting. This stage localizes and evaluates every saved point as
+the localize and evaluate stages would (mAP@0.5 and the mean over the tIoU
+thresholds) and writes ``curve.csv``, so tuning those settings reruns the
+curve, never training. The curve is for reading (the report plots it); only
+an experiment with ``select_on_test`` (the reference_code profile) keeps
 the weights of its best point, which is model selection on the test set, as
-the authors' code does and the report says.
+the authors' code does and the report says: that run's training scores the
+same outputs the same way, and so reads those settings.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.settings import LocalizeSettings
+from pipeline.settings import EvaluationSettings, LocalizeSettings, from_dict
 
 # selected: 1 on the point whose weights became model.pt (select_on_test only)
 CURVE_COLUMNS = ("iteration", "map_at_0.5", "average_map", "selected")
@@ -26,47 +33,95 @@ CURVE_COLUMNS = ("iteration", "map_at_0.5", "average_map", "selected")
 class TestSet:
     features: dict[str, np.ndarray]  # video -> (T, D)
     spans: dict[str, tuple[float, float]]  # video -> (stride_s, window_s)
+
+
+@dataclass
+class Scoring:
+    """What scoring a point needs besides its outputs: the ground truth and the run's settings."""
+
     ann: object  # pipeline.annotations.Annotations
     subset: str
-    thresholds: list[float]
-    protocol: str
+    localize: LocalizeSettings
+    evaluation: EvaluationSettings
 
 
-def load_test_set(features_dir: str, decoded_dir: str, annotations_dir: str, subset: str, thresholds, protocol: str,
-                  skipped: set[str] = frozenset()) -> TestSet:
-    from pipeline.annotations import read_table
+def test_spans(decoded_dir: str | Path, videos) -> dict[str, tuple[float, float]]:
     from pipeline.localize import snippet_seconds
 
-    ann = read_table(annotations_dir)
-    feats, spans = {}, {}
-    for v in ann.videos_in(subset):
-        if v in skipped:
-            continue
-        f = np.load(Path(features_dir) / f"{v}.npy", allow_pickle=False)
+    return {v: snippet_seconds(json.loads((Path(decoded_dir) / v / "meta.json").read_text())) for v in videos}
+
+
+def load_test_set(features_dir: str | Path, decoded_dir: str | Path, videos) -> TestSet:
+    """The test videos' features (those with snippets) and snippet spans."""
+    from pipeline.localize import read_features
+
+    feats = {}
+    for v in videos:
+        f = read_features(Path(features_dir) / f"{v}.npy")
         if len(f):
-            feats[v] = f.astype(np.float32)
-            spans[v] = snippet_seconds(json.loads((Path(decoded_dir) / v / "meta.json").read_text()))
-    return TestSet(feats, spans, ann, subset, list(thresholds), protocol)
+            feats[v] = f
+    return TestSet(feats, test_spans(decoded_dir, feats))
 
 
-def score(model, classes: list[str], topk_divisor: int, test: TestSet, s: LocalizeSettings) -> dict:
-    """{"map_at_0.5", "average_map"} of ``model`` on the test set, as localize + evaluate would report them."""
-    from pipeline.evaluate import evaluate
-    from pipeline.localize import infer, localize, to_results
+def outputs(model, test: TestSet) -> dict[str, tuple[np.ndarray, float]]:
+    """video -> (re-weighted TCAM before rescaling, float16 (T, C); the attention's maximum) of ``model``."""
+    from pipeline.localize import model_outputs
 
     was_training = model.training
     model.eval()
-    results = {}
     try:
+        out = {}
         for v, f in test.features.items():
-            tcam, _ = infer(model, f, s, topk_divisor)
-            results[v] = to_results(localize(tcam, s, topk_divisor), classes, *test.spans[v])
+            wtcam, atn_max, _ = model_outputs(model, f)
+            out[v] = (wtcam.astype(np.float16), atn_max)
+        return out
     finally:
         model.train(was_training)
-    m = evaluate(results, test.ann, test.subset, test.thresholds, test.protocol,
-                 snippet_s={v: sp[0] for v, sp in test.spans.items()})
-    at = m["map"].get("0.5", float("nan"))
-    return {"map_at_0.5": float(at), "average_map": float(m["average_map"])}
+
+
+def save_outputs(outs: dict, classes: list[str], topk_divisor: int, iteration: int, folder: Path) -> Path:
+    from pipeline.io import atomic_path
+
+    arrays = {"classes": np.asarray(classes), "topk_divisor": np.int64(topk_divisor)}
+    for v, (wtcam, atn_max) in outs.items():
+        arrays[f"wtcam/{v}"] = wtcam
+        arrays[f"atn_max/{v}"] = np.float64(atn_max)
+    path = Path(folder) / f"iter_{iteration:07d}.npz"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return path
+
+
+def read_outputs(path: str | Path) -> tuple[list[str], int, dict[str, tuple[np.ndarray, float]]]:
+    with np.load(path, allow_pickle=False) as z:
+        outs = {k.split("/", 1)[1]: (z[k], float(z[f"atn_max/{k.split('/', 1)[1]}"])) for k in z.files
+                if k.startswith("wtcam/")}
+        return [str(c) for c in z["classes"]], int(z["topk_divisor"]), outs
+
+
+def score(outs: dict, classes: list[str], topk_divisor: int, spans: dict, scoring: Scoring) -> dict:
+    """{"map_at_0.5", "average_map"} of one point's outputs, as localize + evaluate would report them."""
+    from pipeline.evaluate import evaluate
+    from pipeline.localize import localize, reweighted, to_results
+
+    s = scoring.localize
+    results = {v: to_results(localize(reweighted(w.astype(np.float32), m, s.attention_rescale), s, topk_divisor),
+                             classes, *spans[v])
+               for v, (w, m) in outs.items()}
+    m = evaluate(results, scoring.ann, scoring.subset, list(scoring.evaluation.tiou_thresholds),
+                 scoring.evaluation.protocol, snippet_s={v: sp[0] for v, sp in spans.items()})
+    return {"map_at_0.5": float(m["map"].get("0.5", float("nan"))), "average_map": float(m["average_map"])}
+
+
+def curve_rows(folder: str | Path, spans: dict, scoring: Scoring) -> list[list[float]]:
+    """[iteration, mAP@0.5, mean mAP] of every saved point, in order."""
+    rows = []
+    for path in sorted(Path(folder).glob("iter_*.npz")):
+        classes, topk, outs = read_outputs(path)
+        r = score(outs, classes, topk, spans, scoring)
+        rows.append([int(path.stem.split("_")[1]), r["map_at_0.5"], r["average_map"]])
+    return rows
 
 
 def write_csv(rows: list[list[float]], path: Path, selected: int | None = None) -> None:
@@ -84,3 +139,32 @@ def read_csv(path: str | Path) -> list[tuple[int, float, float, bool]]:
 def copy_state(model) -> dict:
     return {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
 
+
+def main(argv=None) -> int:
+    from pipeline.annotations import read_table
+    from pipeline.checkpoint import read_checkpoint
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--outputs", required=True, help="test_outputs folder written by train")
+    ap.add_argument("--model", required=True, help="model.pt (which point, if any, was selected)")
+    ap.add_argument("--decoded", required=True, help="folder of the test videos' <video>/meta.json")
+    ap.add_argument("--annotations", required=True, help="folder written by the durations stage")
+    ap.add_argument("--subset", required=True, help="the test subset")
+    ap.add_argument("--localize", default="{}", help="LocalizeSettings as JSON")
+    ap.add_argument("--evaluation", default="{}", help="EvaluationSettings as JSON")
+    ap.add_argument("--out", required=True, help="curve.csv")
+    args = ap.parse_args(argv)
+    scoring = Scoring(read_table(args.annotations), args.subset,
+                      from_dict(LocalizeSettings, json.loads(args.localize), "localize"),
+                      from_dict(EvaluationSettings, json.loads(args.evaluation), "evaluation"))
+    points = sorted(Path(args.outputs).glob("iter_*.npz"))
+    videos = read_outputs(points[0])[2] if points else {}
+    rows = curve_rows(args.outputs, test_spans(args.decoded, videos), scoring)
+    selected = read_checkpoint(args.model).get("selected") or {}
+    write_csv(rows, Path(args.out), selected.get("iteration"))
+    print(f"curve: {len(rows)} point(s) scored", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

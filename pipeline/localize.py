@@ -122,17 +122,38 @@ def localize(tcam: np.ndarray, s: LocalizeSettings, topk_divisor: int) -> np.nda
 # ----------------------------------------------------------------- the stage
 
 
-def infer(model, features: np.ndarray, s: LocalizeSettings, topk_divisor: int):
-    """(re-weighted TCAM (T, C), video-level scores (C,)) of one video's features."""
+def model_outputs(model, features: np.ndarray, topk_divisor: int | None = None):
+    """(TCAM re-weighted by the bottom-up attention before any rescaling (T, C) float64, the attention's
+    maximum, video-level scores (C,) or None without ``topk_divisor``) of one video's features: all that
+    localization needs of the model, and nothing that depends on a localization setting."""
     from models.losses import video_scores
 
     with torch.inference_mode():
         out = model(torch.from_numpy(np.ascontiguousarray(features, np.float32))[None])
-    tcam = out.tcam[0].numpy()
-    scores = video_scores(out.tcam, torch.tensor([len(features)]), topk_divisor)[0].numpy()
     atn = bottom_up_attention(out.embedding[0].numpy().astype(np.float64),
-                              model.running_bg[0].numpy().astype(np.float64), s.attention_rescale)
-    return (tcam * atn[:, None]).astype(np.float32), scores
+                              model.running_bg[0].numpy().astype(np.float64))
+    scores = (video_scores(out.tcam, torch.tensor([len(features)]), topk_divisor)[0].numpy()
+              if topk_divisor else None)
+    return out.tcam[0].numpy() * atn[:, None], float(atn.max()) if len(atn) else 0.0, scores
+
+
+def reweighted(wtcam: np.ndarray, atn_max: float, rescale: bool) -> np.ndarray:
+    """The re-weighted TCAM localization reads: ActivityNet rescales the attention to a maximum of 2."""
+    return (wtcam * (2 / atn_max) if rescale and atn_max > 0 else wtcam).astype(np.float32)
+
+
+def infer(model, features: np.ndarray, s: LocalizeSettings, topk_divisor: int):
+    """(re-weighted TCAM (T, C), video-level scores (C,)) of one video's features."""
+    wtcam, atn_max, scores = model_outputs(model, features, topk_divisor)
+    return reweighted(wtcam, atn_max, s.attention_rescale), scores
+
+
+def read_features(path: str | Path) -> np.ndarray:
+    """One video's features as float32; non-finite values are an error naming the file."""
+    feats = np.load(path, allow_pickle=False)
+    if len(feats) and not np.isfinite(feats).all():
+        raise ValueError(f"{path}: non-finite values in the features")
+    return feats.astype(np.float32, copy=False)
 
 
 def to_results(dets: np.ndarray, classes: list[str], stride_s: float, window_s: float | None = None) -> list[dict]:
@@ -152,12 +173,9 @@ def run(model_path: str, features_dir: str, decoded_dir: str, videos: list[str],
     model, classes, ts = load_model(model_path)
     results, arrays = {}, {}
     for v in progress_bar(videos, desc="localize", unit="video", enabled=progress):
-        path = Path(features_dir) / f"{v}.npy"
-        feats = np.load(path, allow_pickle=False)
+        feats = read_features(Path(features_dir) / f"{v}.npy")
         if len(feats) == 0:
             continue
-        if not np.isfinite(feats).all():
-            raise ValueError(f"{path}: non-finite values in the features")
         stride_s, window_s = snippet_seconds(json.loads((Path(decoded_dir) / v / "meta.json").read_text()))
         tcam, scores = infer(model, feats, s, ts.topk_divisor)
         results[v] = to_results(localize(tcam, s, ts.topk_divisor), classes, stride_s, window_s)

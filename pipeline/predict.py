@@ -1,9 +1,11 @@
 """predict: a trained D2-Net on unlabeled videos' features -> detections, a CSV, timelines and a page.
 
 For a folder of videos that have no annotations (the ``folder`` preset with
-``model=PATH``). The checkpoint carries its classes, the localization
-settings of the preset it was trained in, and the signature of its training
-features (sampling, flow, weights: ``pipeline.workflow.feature_signature``).
+``model=PATH``). The checkpoint carries its classes and the signature of its
+training features (sampling, flow, weights: ``pipeline.workflow.feature_signature``);
+the localization settings are the run's (``localize:``; a model trained on
+ActivityNet 1.2 localizes as that preset does with
+``--config 'localize={class_selection: top2, attention_rescale: true}'``).
 Features made any other way would give meaningless scores, so they are
 refused with a message naming both signatures.
 
@@ -114,7 +116,7 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
     if signature is not None:
         check_signature(model_path, ckpt.get("features", {}), signature)
     model, classes, ts = load_model(model_path)
-    s = settings or LocalizeSettings.from_dict(ckpt.get("localize", {}))
+    s = settings or LocalizeSettings()
     out = Path(out_dir)
     (out / "timelines").mkdir(parents=True, exist_ok=True)
     results, skipped = {}, {}
@@ -146,6 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("features", nargs="+", help="<video>.npy files (their <video>.json provenance beside them)")
     ap.add_argument("--model", required=True, help="model.pt from train")
     ap.add_argument("--signature", help="JSON: how these features were made (pipeline.workflow.feature_signature)")
+    ap.add_argument("--localize", default="{}", help="LocalizeSettings as JSON")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        results = run(args.model, args.features, args.out,
+        results = run(args.model, args.features, args.out, LocalizeSettings.from_dict(json.loads(args.localize)),
                       signature=json.loads(args.signature) if args.signature else None)
     except (SignatureError, ValueError) as e:
         print(f"predict: error: {e}", file=sys.stderr)

@@ -6,14 +6,14 @@ the batch): longer ones by a random contiguous crop, shorter ones
 zero-padded. Adam with the preset's lr and weight decay, no schedule. A
 step is skipped when the loss is not finite or not positive (reference).
 
-Every ``checkpoint_every`` iterations the whole state (model, optimizer,
+Every ``checkpoint_every`` iterations (a runtime setting) the whole state (model, optimizer,
 the numpy and torch random states, the log so far) is written atomically
 to ``checkpoint.pt``; a rerun resumes from it and ends with the same
 weights as an uninterrupted run. Outputs: ``model.pt`` (weights, running
-background, classes, settings, the preset's localization settings, and the
-signature of the features it was trained on: sampling, flow and weights,
-which predict checks), ``log.csv``,
-``loss.png``.
+background, classes, settings, and the signature of the features it was
+trained on: sampling, flow and weights, which predict checks), ``log.csv``,
+``loss.png``, and ``test_outputs/`` (the model's outputs on the test subset
+every ``eval_every`` iterations; rule curve scores them: pipeline/learning_curve.py).
 """
 from __future__ import annotations
 
@@ -165,17 +165,20 @@ def resumable(path: Path, settings: dict, inputs: str) -> dict | None:
 
 def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: TrainSettings, out_dir: str | Path,
           progress: bool = False, device: str = "auto", feature_signature: dict | None = None,
-          localize: dict | None = None, test_set=None) -> Path:
+          test_set=None, scoring=None, checkpoint_every: int = 500) -> Path:
     """Train (or resume from ``checkpoint.pt``) in ``out_dir``; returns the path of model.pt.
 
-    With ``s.eval_every`` and a ``test_set`` (pipeline.learning_curve), the model is scored on the test
-    subset every ``eval_every`` iterations and at the end: ``curve.csv``; with ``s.select_on_test`` the
-    best point's weights (mean mAP over the tIoU thresholds) become model.pt.
+    With ``s.eval_every`` and a ``test_set`` (pipeline.learning_curve), the model's outputs on the test
+    subset are saved every ``eval_every`` iterations and at the end (``test_outputs/``: rule curve scores
+    them); with ``s.select_on_test`` and a ``scoring``, each point is scored here too and the best point's
+    weights (mean mAP over the tIoU thresholds) become model.pt.
     """
-    from pipeline import learning_curve
-    from pipeline.settings import LocalizeSettings
+    import shutil
 
-    loc = LocalizeSettings.from_dict(localize or {})
+    from pipeline import learning_curve
+
+    if s.select_on_test and s.eval_every and test_set is not None and scoring is None:
+        raise ValueError("select_on_test needs the localize and evaluation settings to score the test subset")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch_device(device, stage="train")
@@ -185,10 +188,11 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
     rng = np.random.default_rng(s.seed)
     pairs = torch.Generator().manual_seed(s.seed)
     rows: list[list[float]] = []
-    curve: list[list[float]] = []  # [iteration, mAP@0.5, mean mAP]
     best: dict = {}  # select_on_test: {"iteration", "average_map", "state"}
     start = 0
     ckpt_path = out / "checkpoint.pt"
+    # saved test outputs so far: not a declared output until training ends (a rerun resumes beside them)
+    points = out / ".test_outputs.partial"
     inputs = inputs_fingerprint(feats, labels, classes)
     ckpt = resumable(ckpt_path, asdict(s), inputs)
     if ckpt is not None:
@@ -200,8 +204,10 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
         pairs.set_state(ckpt["pair_rng"])
         rows, start = ckpt["log"], ckpt["iteration"]
-        curve, best = ckpt.get("curve", []), ckpt.get("best", {})
+        best = ckpt.get("best", {})
         print(f"train: resuming from {ckpt_path} at iteration {start}", file=sys.stderr)
+    else:
+        shutil.rmtree(points, ignore_errors=True)
     bar = progress_bar(total=s.iterations, initial=start, desc=f"train {out.name}", unit="it") if progress else None
     model.train()
     t0 = time.perf_counter()
@@ -221,17 +227,18 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             bar.set_postfix(loss=f"{total.item():.3f}", cls=f"{terms['cls']:.3f}", ds=f"{terms['ds']:.3f}",
                             dv=f"{terms['dv']:.3f}")
         if test_set is not None and s.eval_every and ((it + 1) % s.eval_every == 0 or it + 1 == s.iterations):
-            r = learning_curve.score(model, classes, s.topk_divisor, test_set, loc)
-            curve.append([it + 1, r["map_at_0.5"], r["average_map"]])
-            if s.select_on_test and (not best or r["average_map"] > best["average_map"]):
-                best = {"iteration": it + 1, "average_map": r["average_map"],
-                        "state": learning_curve.copy_state(model)}
-        if (it + 1) % s.checkpoint_every == 0 and it + 1 < s.iterations:
+            outs = learning_curve.outputs(model, test_set)  # read-only: dropout off, no gradient, no RNG
+            learning_curve.save_outputs(outs, classes, s.topk_divisor, it + 1, points)
+            if s.select_on_test:
+                r = learning_curve.score(outs, classes, s.topk_divisor, test_set.spans, scoring)
+                if not best or r["average_map"] > best["average_map"]:
+                    best = {"iteration": it + 1, "average_map": r["average_map"],
+                            "state": learning_curve.copy_state(model)}
+        if (it + 1) % checkpoint_every == 0 and it + 1 < s.iterations:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                      "pair_rng": pairs.get_state(), "log": rows, "iteration": it + 1,
-                     "settings": asdict(s), "classes": list(classes), "curve": curve, "best": best,
-                     "inputs": inputs}
+                     "settings": asdict(s), "classes": list(classes), "best": best, "inputs": inputs}
             if device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state()
             # The checkpoint (not a declared output) is the resumable state; the declared outputs
@@ -242,12 +249,17 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
         bar.close()
     _write_log(out / "log.csv", rows)
     plot_losses(rows, out / "loss.png", f"D2-Net ({s.variant})")
-    learning_curve.write_csv(curve, out / "curve.csv", best.get("iteration"))
     weights = best["state"] if best else model.state_dict()
     selected = {"iteration": best["iteration"], "on": "test subset", "average_map": best["average_map"]} if best else {}
     _save(out / "model.pt", {"model": weights, "classes": list(classes), "settings": asdict(s),
                              "feature_dim": feats[0].shape[1], "features": feature_signature or {},
-                             "localize": localize or {}, "selected": selected})
+                             "selected": selected})
+    final = out / "test_outputs"
+    shutil.rmtree(final, ignore_errors=True)
+    if points.exists():
+        points.rename(final)
+    else:
+        final.mkdir()
     ckpt_path.unlink(missing_ok=True)
     return out / "model.pt"
 
@@ -280,6 +292,7 @@ def training_set(features_dir: str | Path, annotations_dir: str | Path, subset: 
 
 
 def main(argv=None) -> int:
+    from pipeline.settings import TrainRuntime, from_dict
     from pipeline.skipped import read_skipped
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -288,19 +301,19 @@ def main(argv=None) -> int:
     ap.add_argument("--skipped", help="skipped_videos.json")
     ap.add_argument("--subset", required=True)
     ap.add_argument("--settings", default="{}", help="TrainSettings as JSON")
+    ap.add_argument("--runtime", default="{}", help="TrainRuntime as JSON (device, checkpoint_every)")
     ap.add_argument("--out", required=True, help="run folder")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
     ap.add_argument("--feature-signature", default="{}",
                     help="JSON: how the features were made (recorded in model.pt for predict)")
-    ap.add_argument("--localize", default="{}", help="JSON: LocalizeSettings of the preset (recorded for predict)")
-    ap.add_argument("--test-features", help="folder of the test subset's <video>.npy (learning curve)")
+    ap.add_argument("--test-features", help="folder of the test subset's <video>.npy (saved test outputs)")
     ap.add_argument("--test-decoded", help="folder of the test subset's <video>/meta.json")
-    ap.add_argument("--test-subset", help="the subset the learning curve is scored on")
-    ap.add_argument("--tiou", help="comma-separated tIoU thresholds of the learning curve")
-    ap.add_argument("--protocol", default="activitynet", help="evaluation protocol of the learning curve")
+    ap.add_argument("--test-subset", help="the subset whose outputs are saved (the learning curve)")
+    ap.add_argument("--localize", help="select_on_test only: LocalizeSettings as JSON")
+    ap.add_argument("--evaluation", help="select_on_test only: EvaluationSettings as JSON")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    runtime = from_dict(TrainRuntime, json.loads(args.runtime), "train runtime")
     if args.threads:
         torch.set_num_threads(args.threads)
     skipped = read_skipped(args.skipped) if args.skipped else set()
@@ -311,15 +324,21 @@ def main(argv=None) -> int:
               file=sys.stderr)
     s = TrainSettings.from_dict(json.loads(args.settings))
     print(f"train: {len(names)} videos, {len(classes)} classes, {s.iterations} iterations", file=sys.stderr)
-    test_set = None
+    test_set = scoring = None
     if s.eval_every and args.test_features:
-        from pipeline.learning_curve import load_test_set
+        from pipeline.annotations import read_table
+        from pipeline.learning_curve import Scoring, load_test_set
+        from pipeline.settings import EvaluationSettings, LocalizeSettings
 
-        test_set = load_test_set(args.test_features, args.test_decoded, args.annotations, args.test_subset,
-                                 [float(t) for t in args.tiou.split(",")], args.protocol, skipped)
-    train(feats, labels, classes, s, args.out, progress=not args.no_progress, device=args.device,
-          feature_signature=json.loads(args.feature_signature), localize=json.loads(args.localize),
-          test_set=test_set)
+        ann = read_table(args.annotations)
+        test_set = load_test_set(args.test_features, args.test_decoded,
+                                 [v for v in ann.videos_in(args.test_subset) if v not in skipped])
+        if s.select_on_test:
+            scoring = Scoring(ann, args.test_subset, from_dict(LocalizeSettings, json.loads(args.localize), "localize"),
+                              from_dict(EvaluationSettings, json.loads(args.evaluation), "evaluation"))
+    train(feats, labels, classes, s, args.out, progress=not args.no_progress, device=runtime.device,
+          feature_signature=json.loads(args.feature_signature), test_set=test_set, scoring=scoring,
+          checkpoint_every=runtime.checkpoint_every)
     return 0
 
 

@@ -13,50 +13,107 @@ import functools
 import json
 import math
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from models.tvl1_params import TVL1Params
 from pipeline import annotations, demo_data, gpu_slots
-from pipeline.settings import (DecodeSettings, DemoSettings, FeatureRuntime, FeatureSettings, FlowRuntime,
-                               FlowSettings, LocalizeSettings, TrainSettings, from_dict)
+from pipeline.settings import (RUNTIME, DecodeRuntime, DecodeSettings, DemoSettings, EvaluationSettings,
+                               FeatureRuntime, FeatureSettings, FlowRuntime, FlowSettings, LocalizeSettings,
+                               TrainRuntime, TrainSettings, build, fields_of, from_dict, kind_of, section_values)
 
 
 class ConfigError(ValueError):
     pass
 
 
-def typed_overrides(config: dict, schema_path: str | Path) -> dict:
-    """``config`` with ``--config`` strings converted to the schema's types (pipeline/overrides.py)."""
+# ------------------------------------------------------------------ layers
+
+
+class Layers(NamedTuple):
+    """Where the settings come from, lowest precedence first (docs/configuration.md)."""
+
+    base: dict  # workflow_config.yaml without its presets
+    presets: dict  # name -> overlay: the yaml's presets, with the command line's edits of them
+    command_line: dict  # --configfile files (in order), then --config words; their `presets` edits excluded
+
+
+def _merge(low: dict, high: dict) -> dict:
+    """``high`` over ``low``: nested mappings merge key by key, any other value replaces."""
+    out = dict(low)
+    for k, v in high.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def config_layers(own_yaml: str | Path, configfiles=(), words: dict | None = None) -> Layers:
+    """The layers of a run: the workflow's own yaml, and what the command line gave: every ``--configfile``
+    but the workflow's own yaml (in order), then the ``--config`` words (Snakemake's
+    ``workflow.config_settings.configfiles`` and ``.config``)."""
     import yaml
+    from snakemake.common.configfile import load_configfile
 
-    from pipeline.overrides import OverrideError, typed
+    base = yaml.safe_load(Path(own_yaml).read_text()) or {}
+    line: dict = {}
+    own = Path(own_yaml).resolve()
+    for f in configfiles or ():
+        if Path(f).resolve() != own:
+            line = _merge(line, load_configfile(f) or {})
+    line = _merge(line, dict(words or {}))
+    presets = _merge(base.pop("presets", {}) or {}, line.pop("presets", {}) or {})
+    return Layers(base, presets, line)
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    try:
-        return typed(config, schema)
-    except OverrideError as e:
-        raise ConfigError(str(e)) from None
 
+def resolve(layers: Layers, preset_name: str | None = None) -> dict:
+    """The run's settings: declared defaults, the yaml, the preset, the command line (docs/configuration.md),
+    checked and typed against pipeline/settings.py; ``presets`` kept for reference."""
+    from pipeline.settings import SettingsError, defaults, validate_config
 
-def preset(config: dict) -> dict:
-    """The chosen preset, with its videos folder replaced by the top-level ``videos`` when that is set."""
-    name = config["preset"]
-    if name not in config["presets"]:
+    name = preset_name or layers.command_line.get("preset") or layers.base.get("preset") or "demo"
+    if name not in layers.presets:
         raise ConfigError(f"workflow_config: preset {name!r} is not one of the presets "
-                          f"({', '.join(sorted(config['presets']))})")
-    p = config["presets"][name]
-    if config.get("videos"):
-        p = {**p, "videos": config["videos"]}
-    if not p["videos"]:
-        raise ConfigError(f"preset {name} needs a folder of videos: --config preset={name} videos=PATH")
-    return p
+                          f"({', '.join(sorted(layers.presets))})")
+    overlay = dict(layers.presets[name] or {})
+    pinned = overlay.pop("pinned", [])
+    for key in pinned:
+        given, own = _lookup(layers.command_line, key), _lookup(overlay, key)
+        if given is not _ABSENT and given != own:
+            raise ConfigError(f"preset {name} pins {key} to {own!r}; the command line's {given!r} conflicts with it "
+                              f"(use another preset, or edit presets.{name})")
+    config = _merge(_merge(_merge(defaults(), layers.base), overlay), {**layers.command_line, "preset": name})
+    config["presets"] = layers.presets
+    try:
+        return validate_config(config)
+    except SettingsError as e:
+        where = f"preset {name}" + (" and the command line" if layers.command_line else "")
+        raise ConfigError(f"workflow_config ({where}): {e}") from None
+
+
+_ABSENT = object()
+
+
+def _lookup(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _ABSENT
+        d = d[part]
+    return d
+
+
+def check_presets(layers: Layers) -> None:
+    """Every preset resolves (a misspelled key in any of them stops the run, not only in the chosen one)."""
+    for name in layers.presets:
+        resolve(Layers(layers.base, layers.presets, {}), name)
+
+
+def annotation_spec(config: dict) -> dict:
+    """The ``annotations`` block as the readers take it (unset keys left out)."""
+    return {k: v for k, v in config["annotations"].items() if v is not None}
 
 
 def annotated(config: dict) -> bool:
-    """Whether the preset has annotations (train, evaluate, report); the folder preset has none."""
-    return "annotations" in preset(config)
+    """Whether the run has annotations (train, evaluate, report); the folder preset has none."""
+    return config.get("annotations") is not None
 
 
 def results_dir(config: dict) -> str:
@@ -75,45 +132,39 @@ def check_writable(folder: str) -> None:
         raise ConfigError(f"results_dir {folder} is not writable: {e.strerror or e}") from None
 
 
-def demo_settings(p: dict) -> DemoSettings | None:
-    gen = p.get("generate")
-    if gen is None:
-        return None
-    fields = {k: v for k, v in gen.items() if k != "root"}
-    return from_dict(DemoSettings, fields, "demo")
+def demo_settings(config: dict) -> DemoSettings | None:
+    """The generated dataset's settings (the demo preset), or None."""
+    return None if config.get("generate") is None else build(config, DemoSettings)
 
 
 def decode_settings(config: dict) -> DecodeSettings:
-    p = preset(config)
-    d = config["decode"]
-    return DecodeSettings(fps=p["fps"], snippet_frames=p["snippet_frames"], snippet_stride=p.get("snippet_stride"),
-                          short_side=p["short_side"], crop=p["crop"], backend=d["backend"],
-                          chunk_snippets=d["chunk_snippets"], threads=d["threads"], autorotate=d["autorotate"])
+    return build(config, DecodeSettings)
+
+
+def decode_runtime(config: dict) -> DecodeRuntime:
+    return build(config, DecodeRuntime)
 
 
 def flow_settings(config: dict) -> FlowSettings:
-    f = config["flow"]
-    tvl1 = {**f["tvl1"], **preset(config).get("tvl1", {})}
-    tvl1["lambda_"] = tvl1.pop("lambda")
-    return FlowSettings(backend=f["backend"], bound=f["bound"], quantize=f["quantize"], tvl1=TVL1Params(**tvl1))
+    return build(config, FlowSettings)
 
 
 def flow_runtime(config: dict) -> FlowRuntime:
-    f = config["flow"]
-    # one compile cache per run: torch.compile's warm-up is paid once, not by every flow job
-    return FlowRuntime(device=f["device"], batch_size=f["batch_size"], compile=f["compile"], threads=f["threads"],
-                       cache_dir=f"{results_dir(config)}/.cache/torch")
+    r = build(config, FlowRuntime)
+    # one compile cache per run by default: torch.compile's warm-up is paid once, not by every flow job
+    return r if r.cache_dir else replace(r, cache_dir=f"{results_dir(config)}/.cache/torch")
 
 
 def feature_settings(config: dict) -> FeatureSettings:
-    f = config["features"]
-    return FeatureSettings(rgb_weights=f["rgb_weights"], flow_weights=f["flow_weights"],
-                           random_seed=f["random_seed"], rgb_backbone=f.get("rgb_backbone", "i3d"), dtype=f["dtype"])
+    return build(config, FeatureSettings)
 
 
 def feature_runtime(config: dict) -> FeatureRuntime:
-    f = config["features"]
-    return FeatureRuntime(device=f["device"], batch_size=f["batch_size"], threads=f["threads"])
+    return build(config, FeatureRuntime)
+
+
+def train_runtime(config: dict) -> TrainRuntime:
+    return build(config, TrainRuntime)
 
 
 def feature_signature(config: dict) -> dict:
@@ -162,7 +213,7 @@ def weight_files(config: dict) -> list[str]:
 
 
 class Experiments(NamedTuple):
-    overrides: dict[str, dict]  # name -> D2-Net settings over the preset's, in the report's row order
+    overrides: dict[str, dict]  # name -> train settings over the run's, in the report's row order
     labels: dict[str, str]  # name -> the report's row label
     caption: str  # the report's heading for the table ("" for the default table)
 
@@ -178,18 +229,9 @@ def experiments(config: dict) -> Experiments:
         s = sets[chosen]
         return Experiments(dict(s["experiments"]), {n: s.get("labels", {}).get(n, n) for n in s["experiments"]},
                            s.get("caption", chosen))
+    if not isinstance(chosen, dict) or not chosen:
+        raise ConfigError(f"experiments: expected a mapping of names to settings or an experiment set, got {chosen!r}")
     return Experiments(dict(chosen), {n: n for n in chosen}, "")
-
-
-def apply_preset_seeds(config: dict, command_line: dict) -> None:
-    """A preset's own ``seeds`` (the demo's) replace ``train.seeds``, unless ``--config`` gives
-    ``train.seeds`` (``--config 'train={seeds: [2]}'``): what a user types wins. ``command_line`` is the
-    ``--config`` words only (Snakemake's overwrite_config also holds every ``--configfile``)."""
-    own = preset(config).get("seeds")
-    given = command_line.get("train")
-    typed = (isinstance(given, dict) and "seeds" in given) or (isinstance(given, str) and "seeds" in given)
-    if own and not typed:
-        config["train"]["seeds"] = list(own)
 
 
 def runs(config: dict) -> list[str]:
@@ -210,56 +252,56 @@ def run_parts(config: dict, run: str) -> tuple[str, int]:
     return experiment, int(seed)
 
 
-def train_settings(config: dict, experiment: str | None = None) -> TrainSettings:
-    """The global training settings, the preset's D2-Net settings, then the experiment's overrides (if any).
-
-    ``experiment`` may be a run name (``d2net.s2``): its seed is that run's."""
-    d2 = preset(config)["d2net"]
-    t = {k: v for k, v in config["train"].items() if k not in ("threads", "seeds")}
-    t["seed"] = config["train"]["seeds"][0]
-    if experiment is not None:
-        experiment, t["seed"] = run_parts(config, experiment)
-    own = experiments(config).overrides[experiment] if experiment else {}
-    # global train settings, then the preset's (more specific), then the experiment's
-    return TrainSettings.from_dict({**t, **d2, **{k: v for k, v in own.items() if k not in PER_EXPERIMENT_BLOCKS}})
-
-
-# Blocks an experiment may override besides D2-Net's settings (the reference_code profile uses both).
+# Blocks an experiment may override besides training settings (the reference_code profile uses both).
 PER_EXPERIMENT_BLOCKS = ("localize", "evaluation")
 
 
-def evaluation_protocol(config: dict, experiment: str | None = None) -> str:
-    experiment = run_parts(config, experiment)[0] if experiment else None
-    own = experiments(config).overrides[experiment].get("evaluation", {}) if experiment else {}
-    return own.get("protocol", config["evaluation"]["protocol"])
+def _own(config: dict, run: str | None) -> dict:
+    return experiments(config).overrides[run_parts(config, run)[0]] or {} if run else {}
 
 
-def localize_config(config: dict) -> dict:
-    """The global ``localize:`` block with the preset's overrides."""
-    return {**config["localize"], **preset(config).get("localize", {})}
+def train_settings(config: dict, run: str | None = None) -> TrainSettings:
+    """The run's ``train`` settings, then its experiment's own keys; the seed is the run's (``d2net.s2``)."""
+    seed = run_parts(config, run)[1] if run else config["train"]["seeds"][0]
+    own = {k: v for k, v in _own(config, run).items() if k not in PER_EXPERIMENT_BLOCKS}
+    return from_dict(TrainSettings, {**section_values(config, TrainSettings), **own, "seed": seed},
+                     f"experiment {run}" if run else "train")
 
 
-def localize_settings(config: dict, experiment: str | None = None) -> LocalizeSettings:
-    """The global ``localize:`` block, the preset's overrides, then the experiment's (if any)."""
-    experiment = run_parts(config, experiment)[0] if experiment else None
-    own = experiments(config).overrides[experiment].get("localize", {}) if experiment else {}
-    loc = {**localize_config(config), **own}
-    return LocalizeSettings.from_dict({k: v for k, v in loc.items() if k != "report_videos"})
+def localize_settings(config: dict, run: str | None = None) -> LocalizeSettings:
+    """The run's ``localize`` settings, then the experiment's own ``localize`` block (if any)."""
+    own = _own(config, run).get("localize", {})
+    return from_dict(LocalizeSettings, {**config["localize"], **own}, f"experiment {run}" if run else "localize")
 
 
-def cost_settings(config: dict, names: list[str]) -> dict:
-    """What pipeline/costs.py needs to project this run's rates onto the full THUMOS14 and ActivityNet 1.2."""
+def evaluation_settings(config: dict, run: str | None = None) -> EvaluationSettings:
+    """The run's ``evaluation`` settings, then the experiment's own ``evaluation`` block (if any)."""
+    own = _own(config, run).get("evaluation", {})
+    return from_dict(EvaluationSettings, {**config["evaluation"], **own}, f"experiment {run}" if run else "evaluation")
 
-    def shape(name: str) -> dict:
-        c = {**config, "preset": name}
+
+def selection_args(config: dict, run: str) -> list[str]:
+    """train's arguments for a run that selects its weights on the test set (``select_on_test``): the
+    localize and evaluation settings it scores with. Empty otherwise, so that they never retrain."""
+    if not train_settings(config, run).select_on_test:
+        return []
+    return ["--localize", as_param(localize_settings(config, run)),
+            "--evaluation", as_param(evaluation_settings(config, run))]
+
+
+def cost_settings(config: dict, names: list[str], layers: Layers) -> dict:
+    """What pipeline/costs.py needs to project this run's rates onto the full THUMOS14 and ActivityNet 1.2,
+    each with its own preset's settings (the command line's are this run's, and may not fit another preset)."""
+
+    def shape(c: dict) -> dict:
         d2 = train_settings(c)
-        return {"crop": preset(c)["crop"], "tvl1": asdict(flow_settings(c).tvl1), "batch_size": d2.batch_size,
+        return {"crop": c["decode"]["crop"], "tvl1": asdict(flow_settings(c).tvl1), "batch_size": d2.batch_size,
                 "seqlen": d2.max_seqlen, "iterations": d2.iterations, "train": asdict(d2)}
 
-    return {"run": {"crop": preset(config)["crop"], "tvl1": asdict(flow_settings(config).tvl1)},
+    return {"run": {"crop": config["decode"]["crop"], "tvl1": asdict(flow_settings(config).tvl1)},
             "experiments": {e: {"iterations": train_settings(config, e).iterations} for e in names},
-            "targets": {n: {**shape(n), "experiments": len(names)} for n in ("thumos14", "activitynet12")
-                        if n in config["presets"]}}
+            "targets": {n: {**shape(resolve(layers._replace(command_line={}), n)), "experiments": len(names)}
+                        for n in ("thumos14", "activitynet12") if n in layers.presets}}
 
 
 def intermediate_bytes(n_frames: float, crop: int) -> float:
@@ -277,10 +319,9 @@ def check_disk(folder: str, config: dict, durations_s: list[float], running: int
     """
     import shutil
 
-    p = preset(config)
-    keep = p.get("keep_intermediates", False)
-    fps = 30.0 if p["fps"] == "native" else p["fps"]  # native: most videos are at most 30 fps
-    sizes = sorted((intermediate_bytes(d * fps, p["crop"]) for d in durations_s if math.isfinite(d)),
+    keep, crop = config["keep_intermediates"], config["decode"]["crop"]
+    fps = 30.0 if config["decode"]["fps"] == "native" else config["decode"]["fps"]  # native: most are <= 30 fps
+    sizes = sorted((intermediate_bytes(d * fps, crop) for d in durations_s if math.isfinite(d)),
                    reverse=True)
     in_flight = len(sizes) if keep else min(len(sizes), running + 1)
     need = sum(sizes[:in_flight])
@@ -288,7 +329,7 @@ def check_disk(folder: str, config: dict, durations_s: list[float], running: int
     if need > free:
         raise ConfigError(
             f"results_dir {folder}: the decoded frames and flow of {in_flight} video(s) in flight need about "
-            f"{need / 1e9:.1f} GB (frames x {p['crop']}^2 x 3 + flow x {p['crop']}^2 x 2 bytes at {fps:g} fps), "
+            f"{need / 1e9:.1f} GB (frames x {crop}^2 x 3 + flow x {crop}^2 x 2 bytes at {fps:g} fps), "
             f"but only {free / 1e9:.1f} GB are free there. Free space, point results_dir elsewhere"
             + (", or set keep_intermediates: false" if keep else ", or run fewer jobs at once (--cores)") + ".")
 
@@ -333,7 +374,14 @@ def resource_value(resource) -> int:
 
 
 def as_param(settings) -> str:
-    """A settings dataclass as the JSON string a rule passes to its stage's CLI."""
+    """A settings dataclass as the JSON string a rule passes to its stage's CLI: in ``params:``, so its
+    runtime fields (if any) are left out, as they must never trigger a rerun."""
+    cls = type(settings)
+    return json.dumps({k: v for k, v in asdict(settings).items() if kind_of(cls, k) != RUNTIME}, sort_keys=True)
+
+
+def as_runtime(settings) -> str:
+    """A runtime settings dataclass as JSON for the environment (``envvars:``), never ``params:``."""
     return json.dumps(asdict(settings), sort_keys=True)
 
 
@@ -353,24 +401,27 @@ def videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
     pairs names and files); annotated videos that are missing are skipped or
     stop the run per ``on_missing_video``.
     """
-    p = preset(config)
-    if "annotations" not in p:  # the folder preset: every video file, named by its stem
+    folder = config["videos"]
+    if not folder:
+        raise ConfigError(f"preset {config['preset']} needs a folder of videos: --config preset={config['preset']} "
+                          "videos=PATH")
+    if not annotated(config):  # the folder preset: every video file, named by its stem
         from pipeline.videos import find_videos
 
-        found = find_videos(p["videos"], config["video_extensions"])
+        found = find_videos(folder, config["video_extensions"])
         if not found:
-            raise ConfigError(f"videos folder {p['videos']}: no video files "
+            raise ConfigError(f"videos folder {folder}: no video files "
                               f"(looked for {', '.join(config['video_extensions'])})")
         return {v: Video(path, "folder", math.nan) for v, path in found.items()}, [], []
-    demo = demo_settings(p)
+    demo = demo_settings(config)
     if demo is not None:
-        return {v: Video(f"{p['videos']}/{v}.mp4", subset, demo.max_duration_s)
+        return {v: Video(f"{folder}/{v}.mp4", subset, demo.max_duration_s)
                 for subset, vs in demo_data.video_names(demo).items() for v in vs}, [], []
-    if not Path(p["videos"]).is_dir():
-        raise ConfigError(f"preset {config['preset']}: videos folder {p['videos']} does not exist "
+    if not Path(folder).is_dir():
+        raise ConfigError(f"preset {config['preset']}: videos folder {folder} does not exist "
                           f"(put the videos there, or --config videos=PATH)")
-    ann = annotations.read(p["annotations"])
-    found = annotations.locate_videos(ann, p["videos"], config["video_extensions"], config["on_missing_video"])
+    ann = annotations.read(annotation_spec(config))
+    found = annotations.locate_videos(ann, folder, config["video_extensions"], config["on_missing_video"])
     last_end: dict[str, float] = {}
     for s in ann.segments + ann.ambiguous:
         last_end[s.video] = max(last_end.get(s.video, 0.0), s.end_s)
@@ -383,11 +434,9 @@ def check_settings(config: dict) -> None:
     """Build every stage's settings now, so a setting that passes the schema but not its stage (crop above
     the short side, thresholds start > stop, ...) stops the run at start-up, naming it, not in every job."""
     try:
-        decode_settings(config), flow_settings(config), flow_runtime(config)
-        feature_settings(config), feature_runtime(config)
         if annotated(config):
             for run in runs(config):
-                train_settings(config, run), localize_settings(config, run)
+                train_settings(config, run), localize_settings(config, run), evaluation_settings(config, run)
     except ValueError as e:
         raise ConfigError(f"workflow_config (preset {config['preset']}): {e}") from None
     check_generated_paths(config)
@@ -396,13 +445,13 @@ def check_settings(config: dict) -> None:
 def check_generated_paths(config: dict) -> None:
     """A generated preset (the demo) writes its videos and annotation files under ``generate.root``: the
     preset must read them there, or the run would plan videos the generator never writes."""
-    p = preset(config)
-    if "generate" not in p:
+    if config.get("generate") is None:
         return
-    root = Path(p["generate"]["root"])
+    root = Path(config["generate"]["root"])
     wanted = {"videos": root / "videos", **{f"annotations.dirs.{subset}": root / f"annotations_{suffix}"
                                             for subset, suffix in demo_data.SPLITS.items()}}
-    given = {"videos": p["videos"], **{f"annotations.dirs.{k}": v for k, v in p["annotations"].get("dirs", {}).items()}}
+    dirs = (config.get("annotations") or {}).get("dirs") or {}
+    given = {"videos": config["videos"], **{f"annotations.dirs.{k}": v for k, v in dirs.items()}}
     for key, path in wanted.items():
         if os.path.normpath(str(given.get(key, ""))) != os.path.normpath(str(path)):
             raise ConfigError(f"workflow_config (preset {config['preset']}): generate.root is {root}, so {key} "

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeError, DecodeSettings, decode_video, open_frames, resample, resize_crop, run
+from pipeline.decode import DecodeError, DecodeRuntime, DecodeSettings, decode_video, open_frames, resample, resize_crop, run
 from pipeline.io import NpyAppender
 from pipeline.demo_data import write_video
 from conftest import brightness_frames, frame_index, garbage
@@ -126,8 +126,8 @@ def test_decode_variable_frame_rate_by_timestamps(tmp_path, videos, backend):
 
 
 def test_chunk_size_does_not_change_output(tmp_path, bikes_mp4):
-    a = decode_video(bikes_mp4, tmp_path / "a.npy", DecodeSettings(short_side=128, crop=112, chunk_snippets=1))
-    b = decode_video(bikes_mp4, tmp_path / "b.npy", DecodeSettings(short_side=128, crop=112, chunk_snippets=7))
+    a = decode_video(bikes_mp4, tmp_path / "a.npy", DecodeSettings(short_side=128, crop=112), runtime=DecodeRuntime(chunk_snippets=1))
+    b = decode_video(bikes_mp4, tmp_path / "b.npy", DecodeSettings(short_side=128, crop=112), runtime=DecodeRuntime(chunk_snippets=7))
     assert a == b and np.array_equal(open_frames(tmp_path / "a.npy"), open_frames(tmp_path / "b.npy"))
 
 
@@ -248,8 +248,8 @@ def test_cli_fail_names_the_file(tmp_path):
 
 MEASURE = """
 import resource, sys
-from pipeline.decode import DecodeSettings, decode_video
-decode_video(sys.argv[1], sys.argv[2], DecodeSettings(short_side=256, crop=224, chunk_snippets=2))
+from pipeline.decode import DecodeRuntime, DecodeSettings, decode_video
+decode_video(sys.argv[1], sys.argv[2], DecodeSettings(short_side=256, crop=224), runtime=DecodeRuntime(chunk_snippets=2))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB
 """
 

@@ -68,8 +68,7 @@ def small_run(tmp_path, fmt: str) -> dict:
         where = f"{tmp_path / 'test' / 'Jump_test.txt'}:2"
     config = {"preset": "mine", **QUICK_FLOW, "presets": {"mine": {
         "videos": str(videos), "annotations": spec, "train_subset": "validation", "test_subset": "test",
-        "fps": 25, "snippet_frames": 16, "short_side": 64, "crop": 48, "tiou_thresholds": [0.5],
-        "d2net": yaml.safe_load((REPO / "workflow_config.yaml").read_text())["presets"]["thumos14"]["d2net"]}}}
+        "decode": {"short_side": 64, "crop": 48}, "evaluation": {"tiou_thresholds": [0.5]}}}}
     return config, where
 
 

@@ -11,8 +11,7 @@ from pipeline.demo_data import write_video
 from test_workflow import QUICK_FLOW, snakemake
 
 # Half resolution and few TV-L1 iterations, as the demo preset: a real run on real videos in seconds.
-SMALL = {"short_side": 128, "crop": 112, "tvl1": {"nscales": 2, "warps": 1, "outer_iterations": 2,
-                                                  "inner_iterations": 5}}
+SMALL = {"decode": {"short_side": 128, "crop": 112}}
 
 
 def folder_config(videos, results, **extra) -> dict:
@@ -82,21 +81,17 @@ def small_model(path, signature: dict, classes=("Jump", "Run")):
     feats = [rng.standard_normal((20, 2048)).astype(np.float32) for _ in range(4)]
     labels = np.eye(len(classes), dtype=np.float32)[[0, 1, 0, 1]]
     s = TrainSettings(iterations=4, batch_size=2, max_seqlen=20, pdmi_start_iter=2)
-    train(feats, labels, list(classes), s, path, feature_signature=signature,
-          localize={"class_selection": "half_max"})
+    train(feats, labels, list(classes), s, path, feature_signature=signature)
     return path / "model.pt"
 
 
-def signature_of(own_videos, results, **changes) -> dict:
-    """What the workflow computes for the folder run (pipeline.workflow.feature_signature on the merged config)."""
+def signature_of(own_videos, results, **decode) -> dict:
+    """What the workflow computes for the folder run (pipeline.workflow.feature_signature), with other decode
+    settings if given."""
     from pipeline import workflow as wf
 
-    config = yaml.safe_load((REPO / "workflow_config.yaml").read_text())
-    over = folder_config(own_videos, results)
-    config.update({k: v for k, v in over.items() if k not in ("presets", "flow")})
-    config["presets"]["folder"].update({**SMALL, **changes})
-    config["flow"]["compile"] = False
-    return wf.feature_signature(config)
+    words = folder_config(own_videos, results, presets={"folder": {"decode": {**SMALL["decode"], **decode}}})
+    return wf.feature_signature(wf.resolve(wf.config_layers(REPO / "workflow_config.yaml", words=words)))
 
 
 def test_predict_writes_detections_csv_timelines_and_a_page(folder_run, own_videos, tmp_path):

@@ -88,7 +88,7 @@ def test_a_dry_run_on_four_devices_gives_the_gpu_rules_one_each(tmp_path, monkey
     from test_workflow import TINY_DEMO
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    _, out = snakemake(tmp_path, {"presets": {"demo": TINY_DEMO}}, "-n")
+    _, out = snakemake(tmp_path, TINY_DEMO, "-n")
     assert "GPUs: 0, 1, 2, 3 (1 job(s) per device); GPU jobs at once: 4" in out
     per_rule = {}
     for block in out.split("\nrule ")[1:]:
@@ -97,11 +97,11 @@ def test_a_dry_run_on_four_devices_gives_the_gpu_rules_one_each(tmp_path, monkey
         per_rule.setdefault(rule, set()).add("gpu=1" in res)
     assert per_rule["flow"] == per_rule["features"] == per_rule["train"] == {True}
     assert per_rule["decode"] == per_rule["localize"] == {False}
-    _, out = snakemake(tmp_path, {"presets": {"demo": TINY_DEMO}, "gpu": {"jobs_per_device": 2}}, "-n",
+    _, out = snakemake(tmp_path, {**TINY_DEMO, "gpu": {"jobs_per_device": 2}}, "-n",
                        "--resources", "gpu=3")
     assert "GPUs: 0, 1, 2, 3 (2 job(s) per device); GPU jobs at once: 3" in out
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     if not gpu_slots.device_ids():  # this machine: no GPU, nothing changes
-        _, out = snakemake(tmp_path, {"presets": {"demo": TINY_DEMO}}, "-n")
+        _, out = snakemake(tmp_path, TINY_DEMO, "-n")
         assert "GPUs:" not in out and "gpu=1" not in out

@@ -104,20 +104,21 @@ def test_a_checkpoint_made_on_other_inputs_or_unreadable_is_set_aside(tmp_path, 
     rng = np.random.default_rng(0)
     feats = [rng.standard_normal((20, 16)).astype(np.float32) for _ in range(4)]
     labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
-    s = TrainSettings(iterations=6, batch_size=2, max_seqlen=20, pdmi_start_iter=2, checkpoint_every=3, seed=0)
-    fresh = torch.load(train(feats, labels, ["a", "b"], s, tmp_path / "fresh"), weights_only=True)["model"]
+    s = TrainSettings(iterations=6, batch_size=2, max_seqlen=20, pdmi_start_iter=2, seed=0)
+    fresh = torch.load(train(feats, labels, ["a", "b"], s, tmp_path / "fresh", checkpoint_every=3),
+                       weights_only=True)["model"]
     # a checkpoint from training on other features (say features.random_seed changed upstream)
     other = [f + 1 for f in feats]
     run = tmp_path / "run"
     _kill_after_checkpoint(other, labels, s, run)  # killed at iteration 3, on the other features
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]  # no declared output yet: a plain rerun resumes
-    resumed = torch.load(train(feats, labels, ["a", "b"], s, run), weights_only=True)["model"]
+    resumed = torch.load(train(feats, labels, ["a", "b"], s, run, checkpoint_every=3), weights_only=True)["model"]
     assert "made on other inputs" in capsys.readouterr().err
     assert all(torch.equal(fresh[k], resumed[k]) for k in fresh)
     assert list(run.glob("checkpoint.pt.set-aside-*"))
     # an unreadable checkpoint is set aside too, and training starts over
     (run / "checkpoint.pt").write_bytes(b"garbage")
-    again = torch.load(train(feats, labels, ["a", "b"], s, run), weights_only=True)["model"]
+    again = torch.load(train(feats, labels, ["a", "b"], s, run, checkpoint_every=3), weights_only=True)["model"]
     assert "not a readable checkpoint" in capsys.readouterr().err
     assert all(torch.equal(fresh[k], again[k]) for k in fresh)
 
@@ -139,7 +140,7 @@ def _kill_after_checkpoint(feats, labels, s, out):
 
     t._save = save_then_stop
     try:
-        train(feats, labels, ["a", "b"], s, out)
+        train(feats, labels, ["a", "b"], s, out, checkpoint_every=3)
     except Stop:
         pass
     finally:

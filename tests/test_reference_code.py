@@ -4,16 +4,12 @@ import math
 
 import numpy as np
 import torch
-import yaml
-
-from conftest import REPO
+from conftest import resolved
 from pipeline import workflow as wf
-
-CONFIG = yaml.safe_load((REPO / "workflow_config.yaml").read_text())
 
 
 def profile(preset="thumos14"):
-    return {**CONFIG, "preset": preset, "experiments": "reference_code"}
+    return resolved(preset, experiments="reference_code")
 
 
 def test_the_profile_carries_every_difference_of_the_code():
@@ -25,8 +21,10 @@ def test_the_profile_carries_every_difference_of_the_code():
     loc = wf.localize_settings(config, "reference_code")
     assert (loc.threshold_values()[-1], loc.nms_iou, loc.keep_scope) == (0.475, 0.3, "class")
     assert wf.localize_settings(config, "d2net").threshold_values()[-1] == 0.5
-    assert wf.evaluation_protocol(config, "reference_code") == "d2net"
-    assert wf.evaluation_protocol(config, "d2net") == "activitynet"
+    assert wf.evaluation_settings(config, "reference_code").protocol == "d2net"
+    assert wf.evaluation_settings(config, "d2net").protocol == "activitynet"
+    # its training selects on the test set, so it reads the localize and evaluation settings; the paper's does not
+    assert wf.selection_args(config, "reference_code")[0] == "--localize" and wf.selection_args(config, "d2net") == []
 
 
 def test_the_loss_is_l_dis_plus_a_tenth_of_each_denoising_term():

@@ -135,7 +135,7 @@ def node_profile(dest: Path) -> Path:
 
 @pytest.mark.slow
 def test_reduced_demo_through_slurm_equals_a_local_run(tmp_path, slurm_cluster):
-    override = {"presets": {"demo": TINY_DEMO}, **QUICK_FLOW}
+    override = {**TINY_DEMO, **QUICK_FLOW}
     local, cluster = tmp_path / "local", tmp_path / "cluster"
     local.mkdir()
     cluster.mkdir()
@@ -148,7 +148,8 @@ def test_reduced_demo_through_slurm_equals_a_local_run(tmp_path, slurm_cluster):
         kind = p.relative_to(logs).parts[0]
         jobs[kind] = jobs.get(kind, 0) + 1
     assert jobs == {"group_extract_decode_features_flow": 1, "rule_demo_data": 1, "rule_annotations": 1,
-                    "rule_skipped_videos": 1, "rule_train": 2, "rule_localize": 2, "rule_evaluate": 2,
+                    "rule_skipped_videos": 1, "rule_durations": 1, "rule_train": 2, "rule_curve": 2,
+                    "rule_localize": 2, "rule_evaluate": 2,
                     "rule_costs": 1, "rule_report": 1}, (jobs, out[-3000:])
     a, b = local / "results" / "demo", cluster / "results" / "demo"
     assert (a / "annotations" / "annotations.tsv").read_text() == (b / "annotations" / "annotations.tsv").read_text()
@@ -171,7 +172,7 @@ def test_cancelled_group_job_then_rerun_redoes_only_the_lost_videos(tmp_path, sl
     from test_workflow import SNAKEMAKE, planned_jobs
 
     gen = {**TINY_DEMO["generate"], "n_train": 13, "n_test": 3, "min_duration_s": 2.0, "max_duration_s": 2.5}
-    override = {"presets": {"demo": {**TINY_DEMO, "generate": gen, "keep_intermediates": False}}, **QUICK_FLOW}
+    override = {**TINY_DEMO, "generate": gen, "keep_intermediates": False, **QUICK_FLOW}
     profile = node_profile(tmp_path / "profile")
     work = tmp_path / "cluster"
     work.mkdir()

@@ -40,7 +40,7 @@ def synthetic(n_videos, n_classes=3, dim=256, seed=0):
 
 
 FAST = dict(batch_size=8, max_seqlen=100, lr=1e-3, weight_decay=0.0005, pdmi_start_iter=50, dropout=0.5,
-            topk_divisor=8, checkpoint_every=50)
+            topk_divisor=8)
 
 
 @pytest.mark.parametrize("variant", ["dis_pdmi", "ce"])
@@ -76,8 +76,7 @@ from test_train import synthetic, FAST
 from pipeline.train import TrainSettings, train
 torch.set_num_threads(1)
 feats, labels, _ = synthetic(24, seed=3)
-train(feats, labels, ["a", "b", "c"], TrainSettings(iterations=120, seed=5, **{**FAST, "checkpoint_every": 20}),
-      sys.argv[1])
+train(feats, labels, ["a", "b", "c"], TrainSettings(iterations=120, seed=5, **FAST), sys.argv[1], checkpoint_every=20)
 """
 
 
@@ -140,7 +139,7 @@ def test_learns_the_demo(tmp_path):
 
     from test_workflow import snakemake
 
-    snakemake(tmp_path, {"presets": {"demo": {"seeds": [1, 2, 3]}}})
+    snakemake(tmp_path, {"train": {"seeds": [1, 2, 3]}})
     out = tmp_path / "results" / "demo"
     mean = {}
     for e in ("d2net", "ce_only"):
@@ -158,49 +157,60 @@ def test_learns_the_demo(tmp_path):
 
 
 def synthetic_test_set(n_videos=8, seed=1):
-    """The synthetic test videos as a pipeline.learning_curve.TestSet (snippets 1 s, segments in seconds)."""
+    """The synthetic test videos as a pipeline.learning_curve.TestSet (snippets 1 s, segments in seconds) and
+    the Scoring that localizes and evaluates them."""
     from pipeline.annotations import Annotations, Segment
-    from pipeline.learning_curve import TestSet
+    from pipeline.learning_curve import Scoring, TestSet
+    from pipeline.settings import EvaluationSettings, LocalizeSettings
 
     feats, _, segments = synthetic(n_videos, seed=seed)
     names = [f"t{i}" for i in range(n_videos)]
     segs = [Segment(v, "test", "abc"[c], float(a), float(b), float(len(f)))
             for v, f, ss in zip(names, feats, segments) for c, a, b in ss]
     ann = Annotations(["a", "b", "c"], segs, [], {v: ("test", float(len(f))) for v, f in zip(names, feats)})
-    return TestSet(dict(zip(names, feats)), {v: (1.0, 1.0) for v in names}, ann, "test", [0.3, 0.5, 0.7],
-                   "activitynet")
+    return (TestSet(dict(zip(names, feats)), {v: (1.0, 1.0) for v in names}),
+            Scoring(ann, "test", LocalizeSettings(), EvaluationSettings(tiou_thresholds=(0.3, 0.5, 0.7))))
 
 
 def test_the_learning_curve_reads_without_changing_training(tmp_path):
-    from pipeline.learning_curve import read_csv
+    """Saving the test outputs changes no weight; the curve scored from them afterwards (rule curve) is what
+    localize and evaluate give for the model at that point."""
+    from pipeline.checkpoint import load_model
+    from pipeline.learning_curve import curve_rows, outputs, score
 
     torch.set_num_threads(2)
     feats, labels, _ = synthetic(24, seed=0)
+    test, scoring = synthetic_test_set()
     s = TrainSettings(iterations=60, seed=0, **FAST)
     plain = torch.load(train(feats, labels, ["a", "b", "c"], s, tmp_path / "plain"), weights_only=True)
     s_eval = TrainSettings(iterations=60, seed=0, eval_every=20, **FAST)
-    curved = torch.load(train(feats, labels, ["a", "b", "c"], s_eval, tmp_path / "curve",
-                              test_set=synthetic_test_set()), weights_only=True)
-    assert all(torch.equal(plain["model"][k], curved["model"][k]) for k in plain["model"])  # scoring is read-only
-    rows = read_csv(tmp_path / "curve" / "curve.csv")
-    assert [r[0] for r in rows] == [20, 40, 60] and not any(r[3] for r in rows) and curved["selected"] == {}
+    path = train(feats, labels, ["a", "b", "c"], s_eval, tmp_path / "curve", test_set=test)
+    curved = torch.load(path, weights_only=True)
+    assert all(torch.equal(plain["model"][k], curved["model"][k]) for k in plain["model"])  # saving is read-only
+    assert sorted(p.name for p in (tmp_path / "curve" / "test_outputs").iterdir()) == [
+        "iter_0000020.npz", "iter_0000040.npz", "iter_0000060.npz"]
+    assert not (tmp_path / "curve" / ".test_outputs.partial").exists() and curved["selected"] == {}
+    rows = curve_rows(tmp_path / "curve" / "test_outputs", test.spans, scoring)
+    assert [r[0] for r in rows] == [20, 40, 60]
     assert all(0 <= r[1] <= 100 and 0 <= r[2] <= 100 for r in rows) and rows[-1][1] > 0
+    model, classes, ts = load_model(path)
+    assert score(outputs(model, test), classes, ts.topk_divisor, test.spans, scoring)["average_map"] == rows[-1][2]
 
 
 def test_selection_on_the_test_set_keeps_the_best_points_weights(tmp_path):
     from pipeline.checkpoint import load_model
-    from pipeline.learning_curve import read_csv, score
-    from pipeline.settings import LocalizeSettings
+    from pipeline.learning_curve import curve_rows, outputs, score
 
     torch.set_num_threads(2)
     feats, labels, _ = synthetic(24, seed=0)
-    test = synthetic_test_set()
+    test, scoring = synthetic_test_set()
     s = TrainSettings(iterations=60, seed=0, eval_every=10, select_on_test=True, **FAST)
-    path = train(feats, labels, ["a", "b", "c"], s, tmp_path, test_set=test)
-    rows = read_csv(tmp_path / "curve.csv")
+    with pytest.raises(ValueError, match="select_on_test needs the localize and evaluation settings"):
+        train(feats, labels, ["a", "b", "c"], s, tmp_path / "none", test_set=test)
+    path = train(feats, labels, ["a", "b", "c"], s, tmp_path, test_set=test, scoring=scoring)
+    rows = curve_rows(tmp_path / "test_outputs", test.spans, scoring)
     best = max(rows, key=lambda r: r[2])
-    assert [r[0] for r in rows if r[3]] == [best[0]]
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["selected"]["iteration"] == best[0] and ckpt["selected"]["on"] == "test subset"
     model, classes, ts = load_model(path)  # the selected weights score what the curve recorded
-    assert abs(score(model, classes, ts.topk_divisor, test, LocalizeSettings())["average_map"] - best[2]) < 1e-3
+    assert score(outputs(model, test), classes, ts.topk_divisor, test.spans, scoring)["average_map"] == best[2]

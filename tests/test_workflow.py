@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from pipeline.demo_data import write_video
-from conftest import REPO, garbage, thumos_dir
+from conftest import REPO, garbage, resolved, thumos_dir
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# The demo preset, tiny: these keys on the command line (--configfile) win over the preset's.
 TINY_DEMO = {"generate": {"n_train": 2, "n_test": 1, "min_duration_s": 3.0, "max_duration_s": 4.0,
                           "min_action_s": 1.0, "max_action_s": 1.5, "max_actions": 1},
-             "d2net": {"iterations": 6, "batch_size": 2, "pdmi_start_iter": 2}, "seeds": [1]}
+             "train": {"iterations": 6, "batch_size": 2, "pdmi_start_iter": 2, "seeds": [1]}}
 # Eager TV-L1 (no compile warm-up per job) with few iterations keeps workflow tests quick.
 QUICK_FLOW = {"flow": {"compile": False, "tvl1": {"nscales": 2, "warps": 1, "outer_iterations": 2,
                                                    "inner_iterations": 5}}}
@@ -49,16 +50,18 @@ def planned_jobs(output: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("override, names", [
-    ({"decode": {"chunk_snipets": 3}}, ["'chunk_snipets' was unexpected"]),
-    ({"on_bad_video": "ignore"}, ["on_bad_video", "'ignore' is not one of"]),
-    ({"presets": {"demo": {"d2net": {"nms_iuo": 0.5}}}}, ["'nms_iuo' was unexpected"]),
-    ({"localize": {"nms_iuo": 0.5}}, ["'nms_iuo' was unexpected"]),
-    ({"evaluation": {"protocol": "voc"}}, ["protocol", "'voc' is not one of"]),
-    ({"presets": {"demo": {"annotations": {"format": "thumos14_txt", "path": "x"}}}}, ["annotations"]),
+    ({"decode": {"chunk_snipets": 3}}, ["unknown decode setting(s): decode.chunk_snipets"]),
+    ({"on_bad_video": "ignore"}, ["config setting on_bad_video: Input should be 'skip' or 'fail', got 'ignore'"]),
+    ({"presets": {"demo": {"train": {"nms_iuo": 0.5}}}}, ["preset demo", "unknown train setting(s): train.nms_iuo"]),
+    ({"localize": {"nms_iuo": 0.5}}, ["unknown localize setting(s): localize.nms_iuo"]),
+    ({"evaluation": {"protocol": "voc"}}, ["config setting evaluation.protocol: Input should be 'activitynet' or "
+                                           "'d2net', got 'voc'"]),
+    ({"presets": {"thumos14": {"annotations": {"format": "thumos14_txt", "path": "x"}}}},
+     ["preset thumos14", "annotations: format thumos14_txt takes `dirs`"]),
 ])
 def test_config_errors_name_the_key(tmp_path, override, names):
     rc, out = snakemake(tmp_path, override, "-n", check=False)
-    assert rc != 0 and ("Error validating config file" in out or "ConfigError" in out)
+    assert rc != 0 and "ConfigError" in out
     for name in names:
         assert name in out, out[-3000:]
 
@@ -108,7 +111,7 @@ def test_thumos14_missing_videos_skip_or_fail(tmp_path):
 
 
 def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
-    override = {"presets": {"demo": TINY_DEMO}, **QUICK_FLOW}
+    override = {**TINY_DEMO, **QUICK_FLOW}
     snakemake(tmp_path, override)
     out = tmp_path / "results" / "demo"
     assert json.loads((out / "skipped_videos.json").read_text()) == {"skipped": [], "n_videos": 3}
@@ -163,26 +166,10 @@ def test_demo_runs_through_flow_and_reruns_only_what_changed(tmp_path):
     assert sorted(database) == ["demo_test_0001", "demo_validation_0001", "demo_validation_0002"]
 
     _, dry = snakemake(tmp_path, override, "-n")
-    assert planned_jobs(dry) == {}  # a second run does nothing
-    # A decode setting reruns decode and what reads it, not the demo videos.
-    _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "crop": 96}}}, "-n")
-    assert planned_jobs(dry) == {"decode": 3, "flow": 3, "features": 3, "durations": 1, "skipped_videos": 1, "train": 2,
-                                 "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
-    # A flow setting reruns flow and features; how flow runs (batch size, device) reruns nothing.
-    _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "bound": 15}}, "-n")
-    assert planned_jobs(dry) == {"flow": 3, "features": 3, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
-    _, dry = snakemake(tmp_path, {**override, "features": {"random_seed": 5}}, "-n")
-    assert planned_jobs(dry) == {"features": 3, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
-    # A D2-Net loss weight of one experiment retrains that experiment only.
+    assert planned_jobs(dry) == {}  # a second run does nothing (tests/test_rerun_matrix.py: what each change reruns)
+    # An experiment's own key retrains that experiment only.
     _, dry = snakemake(tmp_path, {**override, "experiments": {"d2net": {"alpha": 0.5}}}, "-n")
-    assert planned_jobs(dry) == {"train": 1, "localize": 1, "evaluate": 1, "costs": 1, "report": 1, "all": 1}
-    _, dry = snakemake(tmp_path, {**override, "flow": {**QUICK_FLOW["flow"], "batch_size": 4, "device": "cpu"}}, "-n")
-    assert planned_jobs(dry) == {}
-    # A demo setting regenerates the videos, and so everything downstream.
-    _, dry = snakemake(tmp_path, {**override, "presets": {"demo": {**TINY_DEMO, "generate": {**TINY_DEMO["generate"],
-                                                                                            "seed": 1}}}}, "-n")
-    assert planned_jobs(dry) == {"demo_data": 1, "annotations": 1, "decode": 3, "flow": 3, "features": 3,
-                                 "durations": 1, "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"train": 1, "curve": 1, "localize": 1, "evaluate": 1, "costs": 1, "report": 1, "all": 1}
 
 
 def test_bad_video_among_good_ones(tmp_path):
@@ -194,12 +181,10 @@ def test_bad_video_among_good_ones(tmp_path):
     (videos / "broken.mp4").write_bytes(garbage(4000))
     (tmp_path / "ann.csv").write_text("video,subset,label,start,end\nclip é 1,train,Jump,0.2,1.0\n"
                                       "clip2,test,Jump,0.5,1.2\nbroken,train,Jump,0.1,0.5\n")
-    config = {"preset": "mine", "flow": {"compile": False}, "presets": {"mine": {
+    config = {"preset": "mine", **QUICK_FLOW, "presets": {"mine": {
         "videos": str(videos), "annotations": {"format": "csv", "path": str(tmp_path / "ann.csv")},
-        "train_subset": "train", "test_subset": "test", "fps": 25, "snippet_frames": 16, "short_side": 64,
-        "crop": 48, "tiou_thresholds": [0.5], "tvl1": QUICK_FLOW["flow"]["tvl1"],
-        "d2net": {**yaml.safe_load((REPO / "workflow_config.yaml").read_text())["presets"]["thumos14"]["d2net"],
-                  "iterations": 3, "batch_size": 2}}}}
+        "train_subset": "train", "test_subset": "test", "decode": {"short_side": 64, "crop": 48},
+        "evaluation": {"tiou_thresholds": [0.5]}, "train": {"iterations": 3, "batch_size": 2}}}}
     snakemake(tmp_path, config)
     skipped = json.loads((tmp_path / "results" / "mine" / "skipped_videos.json").read_text())["skipped"]
     assert [(s["video"], s["stage"]) for s in skipped] == [("broken", "decode")]
@@ -242,18 +227,17 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
 
     gen = tmp_path / "gen"
     gen.mkdir()
-    snakemake(gen, {"presets": {"demo": {**TINY_DEMO, "generate": {**TINY_DEMO["generate"], "n_train": 3}}}},
-              "--until", "demo_data")
+    snakemake(gen, {**TINY_DEMO, "generate": {**TINY_DEMO["generate"], "n_train": 3}}, "--until", "demo_data")
     made = gen / "data" / "demo"
     videos = tmp_path / "videos"
     videos.mkdir()
     for v in ("demo_validation_0001", "demo_validation_0002", "demo_test_0001"):
         shutil.copy(made / "videos" / f"{v}.mp4", videos)
     demo = yaml.safe_load((REPO / "workflow_config.yaml").read_text())["presets"]["demo"]
-    mine = {**{k: v for k, v in demo.items() if k != "generate"}, "videos": str(videos),
+    mine = {**{k: v for k, v in demo.items() if k not in ("generate", "pinned")}, "videos": str(videos),
             "annotations": {"format": "thumos14_txt", "dirs": {"validation": str(made / "annotations_val"),
                                                                 "test": str(made / "annotations_test")}},
-            "d2net": {**demo["d2net"], **TINY_DEMO["d2net"]}, "seeds": [1]}
+            "train": {**demo["train"], **TINY_DEMO["train"]}}
     config = {"preset": "mine", "presets": {"mine": mine}, **QUICK_FLOW}
     snakemake(tmp_path, config)  # demo_validation_0003 is annotated but not there yet: skipped
     skipped = json.loads((tmp_path / "results" / "mine" / "skipped_videos.json").read_text())["skipped"]
@@ -265,7 +249,8 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
     shutil.copy(made / "videos" / "demo_validation_0003.mp4", videos)
     _, dry = snakemake(tmp_path, config, "-n")
     assert planned_jobs(dry) == {"annotations": 1, "decode": 1, "flow": 1, "features": 1, "durations": 1,
-                                 "skipped_videos": 1, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
+                                 "skipped_videos": 1, "train": 2, "curve": 2, "localize": 2, "evaluate": 2, "costs": 1,
+                                 "report": 1, "all": 1}
     why = reasons(dry)
     assert "Missing output files" in why["decode"] and "Params have changed since last execution" in why["annotations"]
     assert "Input files updated by another job" in why["train"]
@@ -277,17 +262,19 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
     # A flow parameter: flow and everything after it, not decode.
     flow = {"flow": {**QUICK_FLOW["flow"], "tvl1": {**QUICK_FLOW["flow"]["tvl1"], "theta": 0.25}}}
     _, dry = snakemake(tmp_path, {**config, **flow}, "-n")
-    assert planned_jobs(dry) == {"flow": 4, "features": 4, "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1,
-                                 "all": 1}
+    assert planned_jobs(dry) == {"flow": 4, "features": 4, "train": 2, "curve": 2, "localize": 2, "evaluate": 2,
+                                 "costs": 1, "report": 1, "all": 1}
     assert "Params have changed since last execution" in reasons(dry)["flow"]
     # A D2-Net loss weight: that experiment's training onward.
     _, dry = snakemake(tmp_path, {**config, "experiments": {"d2net": {"compactness_weight": 0.05}}}, "-n")
-    assert planned_jobs(dry) == {"train": 1, "localize": 1, "evaluate": 1, "costs": 1, "report": 1, "all": 1}
-    # A localization setting: localize onward; the evaluation protocol: evaluate onward.
+    assert planned_jobs(dry) == {"train": 1, "curve": 1, "localize": 1, "evaluate": 1, "costs": 1, "report": 1,
+                                 "all": 1}
+    # A localization setting: localize and the curves onward, never training; the evaluation protocol:
+    # evaluate and the curves onward.
     _, dry = snakemake(tmp_path, {**config, "localize": {"nms_iou": 0.3}}, "-n")
-    assert planned_jobs(dry) == {"localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"curve": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
     _, dry = snakemake(tmp_path, {**config, "evaluation": {"protocol": "d2net"}}, "-n")
-    assert planned_jobs(dry) == {"evaluate": 2, "report": 1, "all": 1}
+    assert planned_jobs(dry) == {"curve": 2, "evaluate": 2, "report": 1, "all": 1}
 
 
 # ------------------------------------------------------------- real scale
@@ -362,15 +349,14 @@ def test_args_file_carries_lists_past_the_shell_limit(tmp_path):
 def test_disk_check_names_the_folder_and_free_space(tmp_path):
     from pipeline.workflow import ConfigError, check_disk, intermediate_bytes
 
-    config = yaml.safe_load((REPO / "workflow_config.yaml").read_text())
-    config["preset"] = "thumos14"
+    config = resolved("thumos14")
     assert intermediate_bytes(25 * 60, 224) == 25 * 60 * 224 * 224 * 5
     check_disk(str(tmp_path), config, [60.0] * 413, running=2)  # 3 one-minute videos in flight: fits
     with pytest.raises(ConfigError) as e:
         check_disk(str(tmp_path), config, [1e6] * 413, running=2)  # 3 videos of 11 days each
     msg = str(e.value)
     assert str(tmp_path) in msg and "3 video(s) in flight" in msg and "GB are free there" in msg
-    config["presets"]["thumos14"]["keep_intermediates"] = True
+    config["keep_intermediates"] = True
     with pytest.raises(ConfigError, match="413 video\\(s\\) in flight"):
         check_disk(str(tmp_path), config, [1e4] * 413, running=2)
 
@@ -381,10 +367,9 @@ def test_intermediates_stay_bounded_by_running_jobs(tmp_path):
     import threading
     import time
 
-    override = {"presets": {"demo": {**TINY_DEMO, "keep_intermediates": False,
-                                     "generate": {**TINY_DEMO["generate"], "n_train": 6, "n_test": 2,
-                                                  "min_duration_s": 2.0, "max_duration_s": 2.5}}},
-                **QUICK_FLOW}
+    override = {**TINY_DEMO, "keep_intermediates": False, **QUICK_FLOW,
+                "generate": {**TINY_DEMO["generate"], "n_train": 6, "n_test": 2, "min_duration_s": 2.0,
+                             "max_duration_s": 2.5}}
     out = tmp_path / "results" / "demo"
     peak, seen, stop = [0], set(), threading.Event()
 
@@ -413,7 +398,7 @@ def test_intermediates_stay_bounded_by_running_jobs(tmp_path):
 
 
 @pytest.mark.parametrize("override", ["flow={bound: 15}", "localize={nms_iou: 0.4}", "flow={compile: true}",
-                                      "presets={demo: {fps: native, snippet_stride: 8}}"])
+                                      "decode={fps: native, snippet_stride: 8}"])
 def test_nested_command_line_overrides_are_typed(tmp_path, override):
     rc, out = snakemake(tmp_path, {}, "-n", "--config", override, check=False)
     assert rc == 0 and "Job stats" in out, out[-3000:]
@@ -421,12 +406,13 @@ def test_nested_command_line_overrides_are_typed(tmp_path, override):
 
 def test_a_mistyped_command_line_override_names_the_key_and_type(tmp_path):
     rc, out = snakemake(tmp_path, {}, "-n", "--config", "flow={bound: abc}", check=False)
-    assert rc != 0 and "config flow.bound: 'abc' is not a number" in out
+    assert rc != 0 and "config setting flow.bound: Input should be a valid number, unable to parse string as a " \
+                       "number, got 'abc'" in out
 
 
 def test_a_mistyped_value_in_a_config_file_names_the_key_and_type(tmp_path):
-    rc, out = snakemake(tmp_path, {"presets": {"demo": {"fps": "fast"}}}, "-n", check=False)
-    assert rc != 0 and "config presets.demo.fps: 'fast' is not a number or native" in out
+    rc, out = snakemake(tmp_path, {"presets": {"demo": {"decode": {"fps": "fast"}}}}, "-n", check=False)
+    assert rc != 0 and "preset demo" in out and "config setting decode.fps: Input should be a valid number" in out
 
 
 # ------------------------------------------------------------ no shared filesystem
@@ -443,7 +429,7 @@ def test_the_workflow_runs_without_a_shared_filesystem(tmp_path):
             pytest.fail("no rsync on PATH (apt-get install rsync)")
         pytest.skip("needs rsync (apt-get install rsync)")
     storage = tmp_path / "storage"
-    override = {"presets": {"demo": TINY_DEMO}, **QUICK_FLOW}
+    override = {**TINY_DEMO, **QUICK_FLOW}
     snakemake(tmp_path, override, "--shared-fs-usage", "none", "--default-storage-provider", "fs",
               "--default-storage-prefix", str(storage), "--local-storage-prefix", str(tmp_path / "local"))
     out = storage / "results" / "demo"
@@ -493,7 +479,7 @@ def test_each_experiment_runs_once_per_seed(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ({"localize": {"thresholds": [0.5, 0.1, 0.025]}}, "localize: thresholds [0.5, 0.1, 0.025] must be [start, stop, step]"),
-    ({"presets": {"demo": {"crop": 200}}}, "decode: crop 200 is larger than short_side 96"),
+    ({"decode": {"crop": 200}}, "decode: crop 200 is larger than short_side 96"),
     ({"preset": "thumos14", "presets": {"thumos14": {"videos": "no/such/folder"}}},
      "preset thumos14: videos folder no/such/folder does not exist"),
     ({"presets": {"demo": {"generate": {"root": "elsewhere"}}}},
@@ -511,9 +497,9 @@ def test_ctrl_c_during_training_then_a_plain_rerun_resumes(tmp_path):
     import signal
     import time
 
-    override = {"presets": {"demo": {**TINY_DEMO, "d2net": {**TINY_DEMO["d2net"], "iterations": 200}}},
-                "experiments": {"d2net": {"variant": "dis_pdmi"}}, "train": {"checkpoint_every": 10, "eval_every": 0},
-                **QUICK_FLOW}
+    override = {**TINY_DEMO, "train": {**TINY_DEMO["train"], "iterations": 200, "checkpoint_every": 10,
+                                       "eval_every": 0},
+                "experiments": {"d2net": {"variant": "dis_pdmi"}}, **QUICK_FLOW}
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(override))
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "2",
            "--configfile", str(REPO / "workflow_config.yaml"), str(tmp_path / "override.yaml")]
