@@ -463,7 +463,7 @@ if ANNOTATED:
             metrics=expand(f"{OUT}/runs/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
             detections=expand(f"{OUT}/runs/{{experiment}}/detections.json", experiment=EXPERIMENTS),
             losses=expand(f"{OUT}/runs/{{experiment}}/loss.png", experiment=EXPERIMENTS),
-            curves=expand(rules.curve.output[0], experiment=EXPERIMENTS),
+            curves=expand(f"{OUT}/runs/{{experiment}}/curve.csv", experiment=EXPERIMENTS),
             scores=expand(f"{OUT}/runs/{{experiment}}/scores.npz", experiment=EXPERIMENTS),
             provenance=lambda w: expand(f"{OUT}/features/{{video}}.json", video=sorted(VIDEOS)),
             skipped=SKIPPED,

@@ -112,7 +112,7 @@ class AnnotationSpec:
     official: str | None = setting(None, "the official ActivityNet json: read instead of `path` when it exists")
 
     def __post_init__(self):
-        if (self.format == "thumos14_txt") != (self.dirs is not None):
+        if (self.format == "thumos14_txt") != (self.dirs is not None) or (self.format == "thumos14_txt" and self.path):
             raise ValueError("annotations: format thumos14_txt takes `dirs` (and no `path`); the others take `path`")
         if self.format != "thumos14_txt" and not self.path:
             raise ValueError(f"annotations: format {self.format} needs `path`")

@@ -95,7 +95,7 @@ def test_thumos14_dry_run_job_counts(tmp_path):
     _, out = snakemake(tmp_path, fake_thumos(tmp_path), "-n")
     assert planned_jobs(out) == {"annotations": 1, "decode": 413, "flow": 413, "features": 413, "durations": 1,
                                  "skipped_videos": 1,
-                                 "train": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
+                                 "train": 2, "curve": 2, "localize": 2, "evaluate": 2, "costs": 1, "report": 1, "all": 1}
 
 
 def test_thumos14_missing_videos_skip_or_fail(tmp_path):
