@@ -41,9 +41,17 @@ wf.check_settings(config)  # cross-field constraints, before any job
 # name -> (path, subset, duration) of every video this run processes; annotated videos without a file,
 # and files no annotation claims (both found here, on the machine that plans the run)
 VIDEOS, MISSING, UNANNOTATED = wf.videos(config)
-if workflow.is_main_process and workflow.local_exec:  # stop now, not after hours, if intermediates cannot fit
-    wf.check_disk(OUT, config, [v.duration_s for v in VIDEOS.values()],
-                  running=workflow.global_resources["_cores"].value or 1)
+# Whether the intermediates fit: said at start-up; a real run (not a dry run, which writes nothing) stops
+# before its first job when they cannot, not after hours.
+DISK = wf.disk_estimate(OUT, config, [v.duration_s for v in VIDEOS.values()],
+                        running=workflow.global_resources["_cores"].value or 1)
+if workflow.is_main_process:
+    print(f"Disk: {DISK.text}" + ("" if DISK.fits else " (not enough for a real run)"), file=sys.stderr)
+
+
+onstart:
+    if workflow.is_main_process and workflow.local_exec:
+        wf.check_disk(OUT, DISK, config)
 
 # How each stage runs (devices, batches, threads, chunk sizes, failure policy) is not what it computes:
 # it reaches the jobs through the environment, never `params:`, so changing it reruns nothing
@@ -144,20 +152,22 @@ if ANNOTATED:
                          "--out", params.out, log=log[0])
 
 
-# GPUs of this node: flow, features and train take one each (`gpu` resource: devices x
-# gpu.jobs_per_device unless --resources gpu=N), and each such job binds to a free device
-# (pipeline/gpu_slots.py). Snakemake limits how many run, not which device each gets.
-# A cluster job's GPUs come from the scheduler (CUDA_VISIBLE_DEVICES); the slots still keep
-# the jobs of one group job apart.
+# GPUs of this node: flow, features and train take one each when they will run on CUDA (`gpu`
+# resource: devices x gpu.jobs_per_device unless --resources gpu=N; a CPU job takes none), and each
+# such job binds to a free device (pipeline/gpu_slots.py, locks named by the physical GPU). Snakemake
+# limits how many run, not which device each gets. A cluster job's GPUs come from the scheduler
+# (CUDA_VISIBLE_DEVICES); the slots still keep the jobs of one group job apart.
 GPUS = wf.gpu_slots.device_ids()
-GPU_JOB = 1 if GPUS else 0
+FLOW_GPU, FEATURES_GPU, TRAIN_GPU = (int(bool(GPUS) and wf.uses_cuda(config, stage))
+                                     for stage in ("flow", "features", "train"))
 if GPUS and workflow.local_exec and workflow.is_main_process:
     if "gpu" not in workflow.global_resources:
         workflow.register_resource("gpu", len(GPUS) * config["gpu"]["jobs_per_device"])
     print(f"GPUs: {', '.join(GPUS)} ({config['gpu']['jobs_per_device']} job(s) per device); GPU jobs at once: "
           f"{wf.resource_value(workflow.global_resources['gpu'])}", file=sys.stderr)
-os.environ[wf.gpu_slots.ENV] = f"{config['gpu']['jobs_per_device']}:{os.path.abspath(OUT)}/.gpu-slots"
-envvars: wf.gpu_slots.ENV
+os.environ[wf.gpu_slots.ENV] = str(config["gpu"]["jobs_per_device"])
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA numbers the devices as nvidia-smi does
+envvars: wf.gpu_slots.ENV, "CUDA_DEVICE_ORDER"
 
 
 # 2. Each video: frames at the preset fps, short side, center crop, in 16-frame snippets.
@@ -191,7 +201,7 @@ rule flow:
     params:
         settings=wf.as_param(wf.flow_settings(config)),
     resources:
-        gpu=GPU_JOB,
+        gpu=FLOW_GPU,
     threads: config["flow"]["threads"]
     # Above decode, below features: a decoded video moves on before another is decoded (bounded disk).
     priority: 1
@@ -219,7 +229,7 @@ rule features:
         settings=wf.as_param(wf.feature_settings(config)),
         preset=config["preset"],
     resources:
-        gpu=GPU_JOB,
+        gpu=FEATURES_GPU,
     threads: config["features"]["threads"]
     priority: 2  # finishing a video frees its decoded frames and flow
     log:
@@ -343,7 +353,7 @@ if ANNOTATED:
                 "--test-decoded", os.path.dirname(os.path.dirname(input.test_metas[0]))],
             selection=lambda w: wf.selection_args(config, w.experiment),
         resources:
-            gpu=GPU_JOB,
+            gpu=TRAIN_GPU,
         threads: config["train"]["threads"]
         log:
             f"{OUT}/logs/train/{{experiment}}.log",

@@ -1,16 +1,22 @@
-"""Which GPU a local job uses: one lock file per device slot, taken atomically, freed when the job ends.
+"""Which GPU a job uses: one lock per device slot, named by the physical GPU, on node-local storage.
 
 Snakemake limits how many GPU jobs run at once (the ``gpu`` resource) but does not say which device
 each one gets, so on a many-GPU node every job would land on GPU 0. A job that runs on CUDA takes the
 first free slot here: ``jobs_per_device`` slots per device, filled one per device before any device
-gets a second job. A slot is an exclusive ``flock`` on ``<slots_dir>/<host>/gpu-<id>-<k>.lock``: the
-kernel drops it when the process ends however it ends (kill -9 included), so a dead job's slot is free
-at once. With more jobs than slots, a job waits for a slot rather than share one.
+gets a second job. A slot is an exclusive ``flock`` on ``gpu-<identity>-<k>.lock`` in the user's
+private node-local folder (pipeline/nodelocal.py; never the shared results folder): the kernel drops
+it when the process ends however it ends (kill -9 included), so a dead job's slot is free at once.
+With more jobs than slots, a job waits for a slot rather than share one.
 
-Devices are the ones the process sees: ``CUDA_VISIBLE_DEVICES`` when a scheduler (SLURM) or the user
-set it, else every device. Locks are named by the device's id in that list, so jobs that see the same
-list agree; the host's name keeps nodes apart on a shared file system. No torch import here: the
-Snakefile counts devices with ``device_ids`` at parse time.
+Devices are the ones the process sees (``CUDA_VISIBLE_DEVICES`` when a scheduler or the user set it,
+else every device), and a lock is named by the device's *identity*: its UUID, read from ``nvidia-smi``
+(no torch import: the Snakefile counts devices at parse time). A scheduler that numbers each job's
+devices from 0 (SLURM with device cgroups) gives two jobs on different GPUs the same "0" but different
+UUIDs, so they never wait for each other, and jobs on the same GPU do. The jobs run with
+``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so that CUDA's numbering is ``nvidia-smi``'s. Without ``nvidia-smi``
+the identity is the visible id, qualified by the scheduler job when there is one (jobs of one scheduler
+job share slots; different jobs never wait for each other). Where the file system refuses locks, one
+line says so and each job takes the device its slot order gives, unlocked (docs/cluster.md).
 """
 from __future__ import annotations
 
@@ -18,13 +24,13 @@ import fcntl
 import glob
 import os
 import re
-import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV = "VIDLOC_GPU_SLOTS"  # "<jobs_per_device>:<slots_dir>", set by the Snakefile for local runs
+ENV = "VIDLOC_GPU_SLOTS"  # "<jobs_per_device>", set by the Snakefile
 
 
 def device_ids(environ=None) -> list[str]:
@@ -38,49 +44,90 @@ def device_ids(environ=None) -> list[str]:
     return [str(i) for i in sorted(nodes)]
 
 
+def identities(device_ids: list[str], environ=None) -> list[str]:
+    """The physical identity of each visible device (see the module's docstring)."""
+    from pipeline.nodelocal import scheduler_job
+
+    environ = os.environ if environ is None else environ
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"], capture_output=True,
+                                text=True, timeout=30, env=dict(environ)).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        listed = []
+    job = scheduler_job(environ)
+    out = []
+    for d in device_ids:
+        if d.startswith(("GPU-", "MIG-")):
+            out.append(d)
+        elif d.isdigit() and int(d) < len(listed):
+            out.append(listed[int(d)])
+        else:
+            out.append(f"{job}-{d}" if job else d)
+    return out
+
+
 @dataclass
 class Slot:
     index: int  # the device's position among the visible ones: torch's cuda:<index>
-    device_id: str
+    device_id: str  # as the process sees it (CUDA_VISIBLE_DEVICES)
+    identity: str  # the physical GPU (its UUID)
     k: int  # which of the device's jobs_per_device slots
-    path: Path
+    path: Path | None  # None: taken unlocked (a file system that refuses locks)
     fd: int
 
     def release(self) -> None:
-        os.close(self.fd)  # closing drops the flock
+        if self.fd >= 0:
+            os.close(self.fd)  # closing drops the flock
 
 
-def slot_paths(device_ids: list[str], jobs_per_device: int, slots_dir: str | os.PathLike) -> list[tuple[int, str, int, Path]]:
-    """Every (index, id, k, lock path), in the order they are tried: slot 0 of each device, then slot 1, ..."""
-    folder = Path(slots_dir) / socket.gethostname()
+class LocksRefused(OSError):
+    pass
+
+
+def slot_paths(device_ids: list[str], ids: list[str], jobs_per_device: int,
+               folder: str | os.PathLike) -> list[tuple[int, str, str, int, Path]]:
+    """Every (index, visible id, identity, k, lock path), in the order they are tried: slot 0 of each device,
+    then slot 1, ..."""
     safe = lambda d: re.sub(r"[^A-Za-z0-9_.-]", "_", d)
-    return [(i, d, k, folder / f"gpu-{safe(d)}-{k}.lock")
-            for k in range(jobs_per_device) for i, d in enumerate(device_ids)]
+    return [(i, d, ident, k, Path(folder) / f"gpu-{safe(ident)}-{k}.lock")
+            for k in range(jobs_per_device) for i, (d, ident) in enumerate(zip(device_ids, ids))]
 
 
-def try_acquire(device_ids: list[str], jobs_per_device: int, slots_dir: str | os.PathLike) -> Slot | None:
-    for index, dev, k, path in slot_paths(device_ids, jobs_per_device, slots_dir):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+def try_acquire(device_ids: list[str], ids: list[str], jobs_per_device: int,
+                folder: str | os.PathLike) -> Slot | None:
+    for index, dev, ident, k, path in slot_paths(device_ids, ids, jobs_per_device, folder):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             continue
+        except OSError as e:  # ENOLCK, EOPNOTSUPP: a file system mounted without locks
+            os.close(fd)
+            raise LocksRefused(f"{folder} refuses file locks ({e.strerror or e})") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a person looking
-        return Slot(index, dev, k, path, fd)
+        return Slot(index, dev, ident, k, path, fd)
     return None
 
 
-def acquire(device_ids: list[str], jobs_per_device: int, slots_dir: str | os.PathLike, stage: str = "",
-            poll_s: float = 0.2) -> Slot:
-    """The first free slot, waiting (with one message) while all are taken."""
+def acquire(device_ids: list[str], jobs_per_device: int, folder: str | os.PathLike | None = None,
+            stage: str = "", poll_s: float = 0.2, environ=None) -> Slot:
+    """The first free slot, waiting (with one message) while all are taken. Where locks are refused: one
+    line, and the first device, unlocked."""
+    from pipeline.nodelocal import private_dir
+
     if not device_ids:
         raise ValueError("no GPU to take a slot on")
+    ids = identities(device_ids, environ)
     said = False
     while True:
-        slot = try_acquire(device_ids, jobs_per_device, slots_dir)
+        try:
+            slot = try_acquire(device_ids, ids, jobs_per_device, folder or private_dir("gpu-slots"))
+        except OSError as e:  # refused locks, or a private folder that is not private
+            print(f"{stage or 'job'}: GPU slots unavailable: {e}; running on GPU {device_ids[0]} without a slot "
+                  "(docs/cluster.md: give each job its own GPUs, or locks on node-local storage)", file=sys.stderr)
+            return Slot(0, device_ids[0], ids[0], 0, None, -1)
         if slot is not None:
             return slot
         if not said:
@@ -102,11 +149,10 @@ def cuda_index(stage: str = "", environ=None) -> int | None:
     if not spec:
         return None
     if _held is None:
-        per_device, _, slots_dir = spec.partition(":")
-        ids = device_ids(environ)
-        if not ids:
+        visible = device_ids(environ)
+        if not visible:
             return None
-        _held = acquire(ids, int(per_device), slots_dir, stage)
-        print(f"{stage or 'job'}: on GPU {_held.device_id} (cuda:{_held.index}; slot {_held.k + 1} of "
-              f"{per_device} on it, {len(ids)} device(s))", file=sys.stderr)
+        _held = acquire(visible, int(spec), stage=stage, environ=environ)
+        print(f"{stage or 'job'}: on GPU {_held.device_id} ({_held.identity}; cuda:{_held.index}; slot "
+              f"{_held.k + 1} of {spec} on it, {len(visible)} device(s))", file=sys.stderr)
     return _held.index

@@ -1,14 +1,22 @@
-"""Atomic file output: write to a temporary name beside the target, then rename.
+"""Atomic, durable file output: write to a temporary file, flush it to disk, rename, flush the folder.
 
-A killed job leaves at most a ``.tmp-*`` file, never a file with the final
+A killed job leaves at most a temporary file, never a file with the final
 name that looks finished; Snakemake and every stage trust final names only.
-The next job that writes the same target removes such leftovers, and a write
-that fails because the disk is full says so, with the path.
+The temporary file is fsync'd before the rename and the folder after it, so
+a node that crashes right after a job ends leaves the whole file or none
+(not an empty file under the final name). Temporary files live in a
+``.vidloc-tmp`` folder beside the target, removed when empty: the next
+writer of the same target removes what a killed writer left there by
+reading that small folder only, never the target's whole folder (ActivityNet
+1.2's features/ holds ~14,000 files). A write that fails because the file
+system is full (ENOSPC) or the user's quota is spent (EDQUOT) says so, with
+the path; any other error is left as it is.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import socket
@@ -18,19 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
-# Below this many free bytes after a failed write, the failure is the full disk (torch.save reports
-# it as "RuntimeError: [enforce fail at inline_container.cc ...] file write failed", without errno).
-FULL_DISK_BYTES = 1 << 20
+TMP_DIR = ".vidloc-tmp"
 
 
 class DiskFullError(OSError):
-    """A write failed because its file system is full."""
+    """A write failed because its file system is full or the user's quota is spent."""
 
-    def __init__(self, path: Path):
-        free = free_bytes(path.parent)
-        self.message = (f"{path}: no space left on device ({free / 1e6:.1f} MB free in {path.parent}); "
-                        "free some space and rerun: finished outputs are kept")
-        super().__init__(errno.ENOSPC, self.message)
+    def __init__(self, path: Path, code: int = errno.ENOSPC):
+        if code == errno.EDQUOT:
+            self.message = (f"{path}: disk quota exceeded (your quota on the file system of {path.parent} is "
+                            "spent); free some of it or ask for more, and rerun: finished outputs are kept")
+        else:
+            free = free_bytes(path.parent)
+            self.message = (f"{path}: no space left on device ({free / 1e6:.1f} MB free in {path.parent}); "
+                            "free some space and rerun: finished outputs are kept")
+        super().__init__(code, self.message)
 
     def __str__(self):
         return self.message
@@ -41,28 +51,28 @@ def free_bytes(folder: str | os.PathLike) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _is_disk_full(exc: BaseException, folder: Path) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return isinstance(exc, (OSError, RuntimeError)) and free_bytes(folder) < FULL_DISK_BYTES
-
-
 def _tmp_prefix(path: Path) -> str:
-    return f".{path.name}.tmp-"
+    return f"{path.name}.tmp-"
 
 
-def _remove_leftovers(path: Path) -> None:
-    """Delete ``.tmp-*`` files of earlier, killed writers of ``path``. Snakemake never runs two jobs for one
+def _remove_leftovers(path: Path, tmp_dir: Path) -> None:
+    """Delete temporary files of earlier, killed writers of ``path``. Snakemake never runs two jobs for one
     output at once, so only a live process on this host (``<host>.<pid>`` in the name) can still own one."""
     host, prefix = socket.gethostname(), _tmp_prefix(path)
-    for old in path.parent.glob(f"{prefix}*"):
-        owner = old.name[len(prefix):].rsplit("-", 1)[0]  # <host>.<pid>, or mkstemp's letters
+    try:
+        entries = [e.name for e in os.scandir(tmp_dir)]
+    except FileNotFoundError:
+        return
+    for name in entries:
+        if not name.startswith(prefix):
+            continue
+        owner = name[len(prefix):].rsplit("-", 1)[0]  # <host>.<pid>, or mkstemp's letters
         owner_host, _, pid = owner.rpartition(".")
         if owner_host == host and pid.isdigit() and _alive(int(pid)):
             continue
         with contextlib.suppress(FileNotFoundError):
-            old.unlink()
-            print(f"removed {old}: left by an interrupted job", file=sys.stderr)
+            os.unlink(tmp_dir / name)
+            print(f"removed {tmp_dir / name}: left by an interrupted job", file=sys.stderr)
 
 
 def _alive(pid: int) -> bool:
@@ -75,27 +85,68 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _mkstemp(path: Path, tmp_dir: Path) -> str:
+    prefix = f"{_tmp_prefix(path)}{socket.gethostname()}.{os.getpid()}-"
+    for _ in range(5):  # another writer may remove the (empty) folder between our mkdir and mkstemp
+        tmp_dir.mkdir(exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=prefix, dir=tmp_dir)
+        except FileNotFoundError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileNotFoundError(errno.ENOENT, f"{tmp_dir} keeps disappearing")
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's entries') data to the device."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path in the target's folder; rename it to ``path`` on success."""
+    """Yield a temporary path on the target's file system; on success flush it, rename it to ``path`` and flush
+    the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{socket.gethostname()}.{os.getpid()}-", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
+    tmp_dir = path.parent / TMP_DIR
+    _remove_leftovers(path, tmp_dir)
+    tmp = None
     try:
+        tmp = _mkstemp(path, tmp_dir)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
         yield Path(tmp)
+        if os.path.isfile(tmp):
+            fsync_path(tmp)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        if _is_disk_full(e, path.parent):  # judged before the partial file is removed and frees its space
-            raise DiskFullError(path) from e
+        fsync_path(path.parent)  # the rename itself is durable only once the folder is
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(path, e.errno) from e
         raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        with contextlib.suppress(OSError):  # the last writer in flight removes it
+            os.rmdir(tmp_dir)
+
+
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` through ``atomic_path``. Serialized in memory first: torch's own file writer reports a
+    full disk as a RuntimeError without errno, a plain write says ENOSPC or EDQUOT."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getbuffer())
 
 
 def _excepthook(kind, value, tb, default=sys.excepthook):

@@ -29,6 +29,7 @@ the declared types.
 """
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Literal
 
@@ -394,9 +395,14 @@ def from_dict(cls, d: dict, what: str, prefix: str = ""):
     if not isinstance(d, dict):
         raise SettingsError(f"{what} setting {prefix.rstrip('.') or '(all)'}: expected a mapping, got {d!r}")
     try:
-        return TypeAdapter(cls).validate_python(_nulls(cls, d))
+        return _adapter(cls).validate_python(_nulls(cls, d))
     except ValidationError as e:
         raise SettingsError(explain(e, what, prefix)) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)  # built once per class: the Snakefile builds settings for every run
 
 
 def _nulls(cls, d: dict) -> dict:
@@ -626,17 +632,18 @@ def reference_markdown(presets: dict | None = None) -> str:
     if presets:
         lines += ["## Presets", "", "What each preset of `workflow_config.yaml` sets over the defaults.", ""]
         for name, p in presets.items():
-            keys = sorted(_dotted(p))
+            keys = sorted(dotted_keys(p))
             lines.append(f"- `{name}`: " + (", ".join(f"`{k}`" for k in keys) if keys else "nothing (give `videos`)"))
         lines.append("")
     return "\n".join(lines)
 
 
-def _dotted(d: dict, prefix: str = "") -> list[str]:
+def dotted_keys(d: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of a preset's settings (the annotations block counts as one)."""
     out = []
     for k, v in d.items():
         if isinstance(v, dict) and k not in ("annotations", "dirs"):
-            out += _dotted(v, f"{prefix}{k}.")
+            out += dotted_keys(v, f"{prefix}{k}.")
         else:
             out.append(prefix + k)
     return out

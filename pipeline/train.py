@@ -31,7 +31,7 @@ import torch
 
 from models.losses import d2net_loss
 from pipeline.checkpoint import build_model
-from pipeline.io import atomic_path, atomic_write_text
+from pipeline.io import atomic_write_text, save_torch
 from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
 from pipeline.settings import TrainSettings
@@ -92,8 +92,7 @@ def sample_batch(rng: np.random.Generator, feats: list[np.ndarray], labels: np.n
 
 
 def _save(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_torch(obj, path)
 
 
 def _write_log(path: Path, rows) -> None:

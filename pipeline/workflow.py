@@ -167,6 +167,13 @@ def train_runtime(config: dict) -> TrainRuntime:
     return build(config, TrainRuntime)
 
 
+def uses_cuda(config: dict, stage: str) -> bool:
+    """Whether a stage's jobs will run on CUDA (given a GPU): not with ``device: cpu``, nor flow with the
+    OpenCV backend (a CPU implementation). Only those take the ``gpu`` resource."""
+    device = {"flow": flow_runtime, "features": feature_runtime, "train": train_runtime}[stage](config).device
+    return device != "cpu" and not (stage == "flow" and flow_settings(config).backend == "opencv")
+
+
 def feature_signature(config: dict) -> dict:
     """What makes features comparable: a model trained on one signature predicts only on features of the same.
 
@@ -309,8 +316,18 @@ def intermediate_bytes(n_frames: float, crop: int) -> float:
     return n_frames * crop * crop * (3 + 2)
 
 
-def check_disk(folder: str, config: dict, durations_s: list[float], running: int) -> None:
-    """Stop at start-up, naming the folder and its free space, when the intermediates cannot fit.
+class DiskEstimate(NamedTuple):
+    need: float  # bytes the decoded frames and flow in flight need
+    free: float  # bytes free where they go
+    text: str  # the estimate in words
+
+    @property
+    def fits(self) -> bool:
+        return self.need <= self.free
+
+
+def disk_estimate(folder: str, config: dict, durations_s: list[float], running: int) -> DiskEstimate:
+    """How much the intermediates in flight need, and what is free in ``folder``.
 
     ``durations_s``: the videos' durations (a lower bound where the annotations have none). Without
     ``keep_intermediates`` a video's frames and flow are deleted once its features exist and rule
@@ -326,12 +343,18 @@ def check_disk(folder: str, config: dict, durations_s: list[float], running: int
     in_flight = len(sizes) if keep else min(len(sizes), running + 1)
     need = sum(sizes[:in_flight])
     free = shutil.disk_usage(folder).free
-    if need > free:
+    return DiskEstimate(need, free, f"the decoded frames and flow of {in_flight} video(s) in flight need about "
+                                    f"{need / 1e9:.1f} GB (frames x {crop}^2 x 3 + flow x {crop}^2 x 2 bytes at "
+                                    f"{fps:g} fps); {free / 1e9:.1f} GB are free in {folder}")
+
+
+def check_disk(folder: str, estimate: DiskEstimate, config: dict) -> None:
+    """Stop, naming the folder and its free space, when the intermediates cannot fit (a real run's start)."""
+    if not estimate.fits:
         raise ConfigError(
-            f"results_dir {folder}: the decoded frames and flow of {in_flight} video(s) in flight need about "
-            f"{need / 1e9:.1f} GB (frames x {crop}^2 x 3 + flow x {crop}^2 x 2 bytes at {fps:g} fps), "
-            f"but only {free / 1e9:.1f} GB are free there. Free space, point results_dir elsewhere"
-            + (", or set keep_intermediates: false" if keep else ", or run fewer jobs at once (--cores)") + ".")
+            f"results_dir {folder}: {estimate.text}: not enough. Free space, point results_dir elsewhere"
+            + (", or set keep_intermediates: false" if config["keep_intermediates"]
+               else ", or run fewer jobs at once (--cores)") + ".")
 
 
 @contextlib.contextmanager

@@ -28,19 +28,19 @@ def test_kill_9_in_the_middle_of_features_then_rerun(tmp_path):
                           "--runtime", json.dumps({"device": "cpu", "batch_size": 1, "threads": 1})]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not list((tmp_path / "out").glob(".v.npy.tmp-*")) and proc.poll() is None and time.time() < deadline:
+    while not list((tmp_path / "out" / ".vidloc-tmp").glob("v.npy.tmp-*")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # some snippets in
     assert proc.poll() is None, "features ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not out.exists() and not prov.exists()  # only a .tmp-* file: nothing that looks finished
-    left = list((tmp_path / "out").glob(".v.npy.tmp-*"))
+    assert not out.exists() and not prov.exists()  # only a temporary file: nothing that looks finished
+    left = list((tmp_path / "out" / ".vidloc-tmp").glob("v.npy.tmp-*"))
     assert left
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0
     assert f"removed {left[0]}: left by an interrupted job" in r.stderr  # the rerun cleans up after the killed job
-    assert not list((tmp_path / "out").glob(".*.tmp-*"))
+    assert not (tmp_path / "out" / ".vidloc-tmp").exists()  # the temporary folder goes once empty
     feats = np.load(out)
     assert feats.shape == (24, 2048) and np.isfinite(feats).all()
     assert json.loads(prov.read_text())["n_snippets"] == 24

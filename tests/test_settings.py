@@ -77,7 +77,7 @@ def test_the_command_line_wins_over_the_preset_for_every_key_it_sets(preset, tmp
     declared = {key: info for key, _, _, info in S.declared_settings()}
     plain = resolved(preset)
     checked = 0
-    for key in S._dotted({k: v for k, v in overlay.items() if k not in overlay.get("pinned", []) + ["pinned"]}):
+    for key in S.dotted_keys({k: v for k, v in overlay.items() if k not in overlay.get("pinned", []) + ["pinned"]}):
         if key not in declared:
             continue  # the annotations block and other structure: replaced whole, below
         value = changed(declared[key], lookup(plain, key), str(weights))

@@ -347,18 +347,37 @@ def test_args_file_carries_lists_past_the_shell_limit(tmp_path):
 
 
 def test_disk_check_names_the_folder_and_free_space(tmp_path):
-    from pipeline.workflow import ConfigError, check_disk, intermediate_bytes
+    from pipeline.workflow import ConfigError, check_disk, disk_estimate, intermediate_bytes
 
     config = resolved("thumos14")
     assert intermediate_bytes(25 * 60, 224) == 25 * 60 * 224 * 224 * 5
-    check_disk(str(tmp_path), config, [60.0] * 413, running=2)  # 3 one-minute videos in flight: fits
-    with pytest.raises(ConfigError) as e:
-        check_disk(str(tmp_path), config, [1e6] * 413, running=2)  # 3 videos of 11 days each
+    fits = disk_estimate(str(tmp_path), config, [60.0] * 413, running=2)  # 3 one-minute videos in flight
+    assert fits.fits
+    check_disk(str(tmp_path), fits, config)
+    with pytest.raises(ConfigError) as e:  # 3 videos of 11 days each
+        check_disk(str(tmp_path), disk_estimate(str(tmp_path), config, [1e6] * 413, running=2), config)
     msg = str(e.value)
-    assert str(tmp_path) in msg and "3 video(s) in flight" in msg and "GB are free there" in msg
+    assert str(tmp_path) in msg and "3 video(s) in flight" in msg and f"GB are free in {tmp_path}" in msg
     config["keep_intermediates"] = True
     with pytest.raises(ConfigError, match="413 video\\(s\\) in flight"):
-        check_disk(str(tmp_path), config, [1e4] * 413, running=2)
+        check_disk(str(tmp_path), disk_estimate(str(tmp_path), config, [1e4] * 413, running=2), config)
+
+
+@pytest.mark.parametrize("dataset", ["thumos14", "activitynet12"])
+def test_a_dry_run_prints_the_disk_estimate_and_never_fails_on_it(tmp_path, dataset):
+    """A dry run writes nothing: with every video's intermediates kept (more than this disk holds), it still
+    plans, and says so."""
+    config = fake_thumos(tmp_path) if dataset == "thumos14" else anet_subset(tmp_path, n=400)[1]
+    config = {**config, "keep_intermediates": True}
+    rc, out = snakemake(tmp_path, config, "-n", check=False)
+    assert rc == 0, out[-3000:]
+    assert re.search(r"Disk: the decoded frames and flow of \d+ video\(s\) in flight need about [\d.]+ GB .* "
+                     r"\(not enough for a real run\)", out), out[-3000:]
+    assert planned_jobs(out)["decode"] > 0
+    # a real run stops before its first job
+    rc, out = snakemake(tmp_path, config, check=False)
+    assert rc != 0 and "GB are free in" in out and ": not enough. Free space" in out
+    assert not (tmp_path / "results" / dataset / "annotations").exists()
 
 
 def test_intermediates_stay_bounded_by_running_jobs(tmp_path):
