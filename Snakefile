@@ -41,9 +41,24 @@ wf.check_settings(config)  # cross-field constraints, before any job
 # name -> (path, subset, duration) of every video this run processes; annotated videos without a file,
 # and files no annotation claims (both found here, on the machine that plans the run)
 VIDEOS, MISSING, UNANNOTATED = wf.videos(config)
+# Decoded frames and flow (about 250 KB a frame at 224 px): deleted once a video's features exist, unless
+# kept. Not kept, they live in SCRATCH when there is one: node-local storage, never the shared results
+# folder (the `scratch` setting; by default the node's temp folder when a cluster profile groups the
+# per-video stages into one job, as profiles/slurm does). There they are group-local (temp, group_jobs):
+# Snakemake on the login node neither sees nor needs them.
+SCRATCH = wf.scratch_dir(config, OUT, grouped=bool(workflow.group_settings.overwrite_groups.get("decode")))
+
+
+def intermediate(name):
+    """``decoded/{video}/frames.npy`` or ``flow/{video}/flow.npy``: kept under the results, or temporary."""
+    if config["keep_intermediates"]:
+        return f"{OUT}/{name}"
+    return temp(f"{SCRATCH}/{name}", group_jobs=True) if SCRATCH else temp(f"{OUT}/{name}")
+
+
 # Whether the intermediates fit: said at start-up; a real run (not a dry run, which writes nothing) stops
 # before its first job when they cannot, not after hours.
-DISK = wf.disk_estimate(OUT, config, [v.duration_s for v in VIDEOS.values()],
+DISK = wf.disk_estimate(SCRATCH or OUT, config, [v.duration_s for v in VIDEOS.values()],
                         running=workflow.global_resources["_cores"].value or 1)
 if workflow.is_main_process:
     print(f"Disk: {DISK.text}" + ("" if DISK.fits else " (not enough for a real run)"), file=sys.stderr)
@@ -51,7 +66,7 @@ if workflow.is_main_process:
 
 onstart:
     if workflow.is_main_process and workflow.local_exec:
-        wf.check_disk(OUT, DISK, config)
+        wf.check_disk(SCRATCH or OUT, DISK, config)
 
 # How each stage runs (devices, batches, threads, chunk sizes, failure policy) is not what it computes:
 # it reaches the jobs through the environment, never `params:`, so changing it reruns nothing
@@ -64,9 +79,6 @@ os.environ["VIDLOC_TRAIN_RUNTIME"] = wf.as_runtime(wf.train_runtime(config))
 envvars: "VIDLOC_DECODE_RUNTIME", "VIDLOC_ON_BAD_VIDEO", "VIDLOC_FLOW_RUNTIME", "VIDLOC_FEATURE_RUNTIME", "VIDLOC_TRAIN_RUNTIME"
 
 
-def intermediate(path):
-    """Decoded frames and flow: deleted once features are made, unless the preset keeps them."""
-    return path if config["keep_intermediates"] else temp(path)
 
 
 wildcard_constraints:
@@ -175,7 +187,7 @@ rule decode:
     input:
         lambda w: VIDEOS[w.video].path,
     output:
-        frames=intermediate(f"{OUT}/decoded/{{video}}/frames.npy"),
+        frames=intermediate("decoded/{video}/frames.npy"),
         meta=f"{OUT}/decoded/{{video}}/meta.json",
     params:
         settings=wf.as_param(wf.decode_settings(config)),
@@ -196,7 +208,7 @@ rule flow:
         frames=rules.decode.output.frames,
         meta=rules.decode.output.meta,
     output:
-        flow=intermediate(f"{OUT}/flow/{{video}}/flow.npy"),
+        flow=intermediate("flow/{video}/flow.npy"),
         meta=f"{OUT}/flow/{{video}}/meta.json",
     params:
         settings=wf.as_param(wf.flow_settings(config)),

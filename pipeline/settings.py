@@ -98,6 +98,10 @@ class RunSettings:
     keep_intermediates: bool = setting(
         False, "keep decoded frames and flow once features exist (then a flow setting reruns flow, not decode)",
         kind=RUNTIME)
+    scratch: str = setting(
+        "", "node-local folder for decoded frames and flow while a video is processed (not kept); empty: the "
+        "node's temp folder (TMPDIR, else /tmp) when a cluster profile groups the per-video stages, else the "
+        "results folder", kind=RUN)
 
 
 @declare("annotations", RUN, ("annotations",))

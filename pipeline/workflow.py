@@ -116,6 +116,21 @@ def annotated(config: dict) -> bool:
     return config.get("annotations") is not None
 
 
+def scratch_dir(config: dict, out: str, grouped: bool) -> str:
+    """Where a run's temporary decoded frames and flow go: ``scratch`` when set, else the node's own temp
+    folder when the per-video stages run grouped in cluster jobs, else "" (the results folder). Per user
+    (a private folder, pipeline/nodelocal.py) and per results folder, so two runs never share files; a
+    cluster job computes its own node's folder when it parses this file."""
+    import hashlib
+
+    from pipeline.nodelocal import private_dir
+
+    if not (config["scratch"] or grouped):
+        return ""
+    run = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:12]
+    return str(private_dir("scratch", base=config["scratch"] or None) / run)
+
+
 def results_dir(config: dict) -> str:
     return f"{config['results_dir']}/{config['preset']}"
 
@@ -342,7 +357,10 @@ def disk_estimate(folder: str, config: dict, durations_s: list[float], running: 
                    reverse=True)
     in_flight = len(sizes) if keep else min(len(sizes), running + 1)
     need = sum(sizes[:in_flight])
-    free = shutil.disk_usage(folder).free
+    existing = Path(folder).absolute()
+    while not existing.exists():  # a run's scratch folder is made by its first job
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
     return DiskEstimate(need, free, f"the decoded frames and flow of {in_flight} video(s) in flight need about "
                                     f"{need / 1e9:.1f} GB (frames x {crop}^2 x 3 + flow x {crop}^2 x 2 bytes at "
                                     f"{fps:g} fps); {free / 1e9:.1f} GB are free in {folder}")

@@ -206,3 +206,48 @@ def test_cancelled_group_job_then_rerun_redoes_only_the_lost_videos(tmp_path, sl
     snakemake(work, override, "--profile", str(profile), "--until", "features")
     assert len(list(features.glob("*.npy"))) == 16
     assert all(features.joinpath(f"{v}.npy").stat().st_mtime_ns == t for v, t in kept.items())  # not redone
+
+
+@pytest.mark.slow
+def test_group_jobs_keep_intermediates_on_node_local_scratch(tmp_path, slurm_cluster):
+    """Decoded frames and flow of the grouped per-video jobs live on node-local scratch (here a folder apart
+    from the results): nothing under results/ ever holds frames.npy or flow.npy, and the features and metrics
+    equal a local run's."""
+    import threading
+
+    override = {**TINY_DEMO, **QUICK_FLOW, "keep_intermediates": False}
+    local, cluster, scratch = tmp_path / "local", tmp_path / "cluster", tmp_path / "node-scratch"
+    for d in (local, cluster, scratch):
+        d.mkdir()
+    snakemake(local, override)
+    seen = {"results": set(), "scratch": set()}
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            for where, root in (("results", cluster / "results"), ("scratch", scratch)):
+                seen[where].update(str(p.relative_to(root)) for name in ("frames.npy", "flow.npy")
+                                   for p in root.rglob(name))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        _, out = snakemake(cluster, {**override, "scratch": str(scratch)}, "--profile",
+                           str(node_profile(tmp_path / "profile")))
+    finally:
+        stop.set()
+        t.join()
+    assert seen["results"] == set(), seen["results"]
+    assert {p.rsplit("/", 1)[1] for p in seen["scratch"]} == {"frames.npy", "flow.npy"}, out[-3000:]
+    assert all(p.startswith(f"vidloc-{os.getuid()}/scratch/") for p in seen["scratch"])
+    assert not list(scratch.rglob("*.npy"))  # temporary: gone once the features exist
+    a, b = local / "results" / "demo", cluster / "results" / "demo"
+    for v in ("demo_validation_0001", "demo_validation_0002", "demo_test_0001"):
+        np.testing.assert_allclose(np.load(b / "features" / f"{v}.npy"), np.load(a / "features" / f"{v}.npy"),
+                                   rtol=1e-5, atol=1e-5)
+        assert (b / "decoded" / v / "meta.json").exists() and (b / "flow" / v / "meta.json").exists()
+    for exp in ("d2net", "ce_only"):
+        ma = json.loads((a / "runs" / exp / "metrics.json").read_text())
+        mb = json.loads((b / "runs" / exp / "metrics.json").read_text())
+        assert ma["map"] == pytest.approx(mb["map"], abs=1e-6)
