@@ -36,6 +36,7 @@ bench: setup
 	$(PY) bench/job_overhead.py
 	$(PY) bench/memory.py
 	$(PY) bench/gpu.py
+	$(PY) bench/atomic_writes.py
 
 clean:
 	rm -rf results data/demo .snakemake
