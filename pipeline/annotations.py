@@ -206,7 +206,7 @@ def read_thumos14_txt(split_dirs: dict[str, str | os.PathLike], classes: list[st
             target = ambiguous if label == AMBIGUOUS else segments
             if label != AMBIGUOUS:
                 found.add(label)
-            for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            for lineno, line in enumerate(read_text(path).splitlines(), 1):
                 if not line.strip():
                     continue
                 where = f"{path}:{lineno}"
@@ -223,7 +223,7 @@ def read_activitynet_json(path: str | os.PathLike, classes: list[str] | None = N
     """Read the ActivityNet ``{"database": {id: {subset, duration, annotations}}}`` layout."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
         database = data["database"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise AnnotationError(f"{path}: not an ActivityNet annotation json ({e!r})") from None
@@ -298,7 +298,7 @@ def read_wtalc_npy(folder: str | os.PathLike) -> Annotations:
     amb_file = folder / "Ambiguous_test.txt"
     if amb_file.exists():
         test_dur = {v: d for v, (s, d) in videos.items() if s == "test"}
-        for lineno, line in enumerate(amb_file.read_text().splitlines(), 1):
+        for lineno, line in enumerate(read_text(amb_file).splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
@@ -312,21 +312,38 @@ def read_wtalc_npy(folder: str | os.PathLike) -> Annotations:
     return Annotations(classes, segments, ambiguous, videos, source=str(folder), aliases=aliases)
 
 
+def read_text(path: Path) -> str:
+    """A text file as researchers' files come: UTF-8, with or without the byte-order mark Excel and
+    Windows editors put first (it would otherwise join the first name)."""
+    return path.read_text(encoding="utf-8-sig")
+
+
 def read_csv(path: str | os.PathLike, classes: list[str] | None = None) -> Annotations:
-    """Read ``video,subset,label,start,end[,duration]``; a label ``Ambiguous`` marks an ignored segment."""
+    """Read ``video,subset,label,start,end[,duration]``; a label ``Ambiguous`` marks an ignored segment.
+
+    Every field is stripped of surrounding whitespace; a tab or line break inside one (it would shift the
+    columns of the tab-separated table later stages read) is an error naming the file and line."""
     path = Path(path)
     required = {"video", "subset", "label", "start", "end"}
     segments, ambiguous = [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = set(reader.fieldnames or [])
-        if not required <= header:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if not required <= set(header):
             raise AnnotationError(f"{path}: header must contain {sorted(required)}, got {sorted(header)}")
-        for row in reader:
+        for fields in reader:
             where = f"{path}:{reader.line_num}"
+            if not any(x.strip() for x in fields):
+                continue
+            row = {k: v.strip() for k, v in zip(header, fields)}
+            bad = [k for k, v in row.items() if "\t" in v or "\n" in v or "\r" in v]
+            if bad:
+                raise AnnotationError(f"{where}: a tab or line break inside the {bad[0]} field {row[bad[0]]!r}")
+            if not required <= set(row):
+                raise AnnotationError(f"{where}: expected {len(header)} fields, got {len(fields)}")
             dur = row.get("duration") or ""
             seg = Segment(row["video"], row["subset"], row["label"], _float(row["start"], where),
-                          _float(row["end"], where), _float(dur, where) if dur.strip() else math.nan, where)
+                          _float(row["end"], where), _float(dur, where) if dur else math.nan, where)
             (ambiguous if seg.label == AMBIGUOUS else segments).append(seg)
     if classes is None:
         classes = sorted({s.label for s in segments})
@@ -340,7 +357,7 @@ def read_classes(path: str | os.PathLike) -> list[str]:
         from pipeline.safeload import load_npy
 
         return [_text(c) for c in load_npy(path)]
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def official(spec: dict, base: str | os.PathLike = ".") -> Path | None:

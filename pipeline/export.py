@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.annotations import Annotations, read_table, with_durations
+from pipeline.feature_files import FEATURE_DIM, read_features
 from pipeline.feature_index import read_index
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
 
-FEATURE_DIM = 2048
 WTALC_NAMES = {"thumos14": "Thumos14reduced", "activitynet12": "ActivityNet1.2"}
 
 
@@ -123,8 +123,7 @@ def write_wtalc(ann: Annotations, features: dict[str, str], out: Path, name: str
 
     def loader(v):
         path = features.get(v)
-        return lambda: (np.load(path, allow_pickle=False).astype(np.float32, copy=False) if path
-                        else np.zeros((0, FEATURE_DIM), np.float32))
+        return lambda: read_features(path) if path else np.zeros((0, FEATURE_DIM), np.float32)
 
     save_object_npy(out / f"{name}-I3D-JOINTFeatures.npy", [_LazyArray(loader(v)) for v in videos])
     return {"name": name, "videos": len(videos), "without_features": sorted(v for v in videos if v not in features)}

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.feature_files import FEATURE_DIM
 from pipeline.flow import DECODE_FIELDS, dequantize
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
@@ -36,7 +37,6 @@ from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
 from pipeline.settings import FeatureRuntime, FeatureSettings, from_dict
 
-FEATURE_DIM = 2048
 
 
 def kinetics_rgb(path: str | Path | None = None):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.annotations import _text
-from pipeline.features import FEATURE_DIM
+from pipeline.feature_files import FEATURE_DIM
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.safeload import load_npy
 

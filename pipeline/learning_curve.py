@@ -53,7 +53,7 @@ def test_spans(decoded_dir: str | Path, videos) -> dict[str, tuple[float, float]
 
 def load_test_set(features_dir: str | Path, decoded_dir: str | Path, videos) -> TestSet:
     """The test videos' features (those with snippets) and snippet spans."""
-    from pipeline.localize import read_features
+    from pipeline.feature_files import read_features
 
     feats = {}
     for v in videos:

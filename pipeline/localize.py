@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.feature_files import read_features
 from pipeline.intervals import interval_iou, snippet_centres, snippet_span
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.progress import progress_bar
@@ -146,14 +147,6 @@ def infer(model, features: np.ndarray, s: LocalizeSettings, topk_divisor: int):
     """(re-weighted TCAM (T, C), video-level scores (C,)) of one video's features."""
     wtcam, atn_max, scores = model_outputs(model, features, topk_divisor)
     return reweighted(wtcam, atn_max, s.attention_rescale), scores
-
-
-def read_features(path: str | Path) -> np.ndarray:
-    """One video's features as float32; non-finite values are an error naming the file."""
-    feats = np.load(path, allow_pickle=False)
-    if len(feats) and not np.isfinite(feats).all():
-        raise ValueError(f"{path}: non-finite values in the features")
-    return feats.astype(np.float32, copy=False)
 
 
 def to_results(dets: np.ndarray, classes: list[str], stride_s: float, window_s: float | None = None) -> list[dict]:

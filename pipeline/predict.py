@@ -109,6 +109,7 @@ def timeline_name(video: str) -> str:
 def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSettings | None = None,
         signature: dict | None = None, progress: bool = True) -> dict[str, list[dict]]:
     """Detections for each ``<video>.npy`` in ``features`` (its ``<video>.json`` provenance beside it)."""
+    from pipeline.feature_files import read_features
     from pipeline.localize import infer, localize, snippet_seconds, to_results
     from pipeline.checkpoint import load_model, read_checkpoint
 
@@ -124,12 +125,10 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
         path = Path(path)
         prov = json.loads(path.with_suffix(".json").read_text())
         video = path.stem
-        feats = np.load(path, allow_pickle=False)
+        feats = read_features(path, dim=ckpt["feature_dim"])  # the model's width: a wrong file names itself
         if prov.get("status") != "ok" or len(feats) == 0:
             skipped[video] = prov.get("reason", "no snippets")
             continue
-        if feats.ndim != 2 or feats.shape[1] != ckpt["feature_dim"]:
-            raise SignatureError(f"{path}: features of shape {feats.shape}, the model takes {ckpt['feature_dim']}-d")
         stride_s, window_s = snippet_seconds(prov)
         tcam, _ = infer(model, feats, s, ts.topk_divisor)
         results[video] = to_results(localize(tcam, s, ts.topk_divisor), classes, stride_s, window_s)

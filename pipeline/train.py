@@ -31,6 +31,7 @@ import torch
 
 from models.losses import d2net_loss
 from pipeline.checkpoint import build_model
+from pipeline.feature_files import read_features
 from pipeline.io import atomic_write_text, save_torch
 from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
@@ -275,14 +276,12 @@ def training_set(features_dir: str | Path, annotations_dir: str | Path, subset: 
         if v in skipped or not labs:
             continue
         path = Path(features_dir) / f"{v}.npy"
-        f = np.load(path, allow_pickle=False)
-        if not np.isfinite(f).all():
-            raise ValueError(f"{path}: non-finite values in the features")
+        f = read_features(path)
         if len(f) == 0:
             continue
         y = np.zeros(len(ann.classes), np.float32)
         y[[index[c] for c in labs]] = 1
-        feats.append(f.astype(np.float32))
+        feats.append(f)
         labels.append(y)
         names.append(v)
     if not feats:

@@ -334,3 +334,29 @@ def test_videos_are_matched_by_name_or_youtube_id(tmp_path):
     assert found.missing == ["video_4"] and found.unannotated == ["stray"]
     with pytest.raises(VideoFolderError, match="matches two annotated videos"):
         match(["a", "b"], {"abc": "x/abc.mp4"}, {"a": "abc", "b": "abc"})
+
+
+# ---------------------------------------------------------------- text as researchers' files have it
+
+
+def test_a_byte_order_mark_reads_as_the_same_file(tmp_path):
+    """Excel's "CSV UTF-8" and Windows editors start files with a UTF-8 byte-order mark."""
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "Jump_val.txt").write_bytes("\ufeffvideo_validation_0000051  1.5 2.5\n".encode())
+    ann = A.read_thumos14_txt({"validation": tmp_path / "val"})
+    assert [s.video for s in ann.segments] == ["video_validation_0000051"]
+    (tmp_path / "a.csv").write_bytes("\ufeffvideo,subset,label,start,end\nv1,train,Jump,1,2\n".encode("utf-8"))
+    assert [(s.video, s.label) for s in A.read_csv(tmp_path / "a.csv").segments] == [("v1", "Jump")]
+    (tmp_path / "db.json").write_bytes(("\ufeff" + json.dumps({"database": {"v": {"subset": "validation",
+        "duration": 9.0, "annotations": [{"segment": [1, 2], "label": "Jump"}]}}})).encode())
+    assert len(A.read_activitynet_json(tmp_path / "db.json").segments) == 1
+
+
+def test_csv_fields_are_stripped_and_a_tab_inside_one_is_refused(tmp_path):
+    (tmp_path / "a.csv").write_text('video, subset ,label,start,end\n" video_1 ",train,"Pulse\t", 1.0 ,2\n')
+    (seg,) = A.read_csv(tmp_path / "a.csv").segments
+    assert (seg.video, seg.subset, seg.label, seg.start_s) == ("video_1", "train", "Pulse", 1.0)
+    (tmp_path / "b.csv").write_text('video,subset,label,start,end\nv1,train,Jump,1,2\nv2,train,"Pul\tse",1,2\n')
+    with pytest.raises(A.AnnotationError, match=rf"^{tmp_path / 'b.csv'}:3: a tab or line break inside the label "
+                                                r"field 'Pul\\tse'"):
+        A.read_csv(tmp_path / "b.csv")

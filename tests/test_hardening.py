@@ -196,3 +196,35 @@ def test_a_full_disk_is_named_with_the_path(full_disk, tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith(f"decode: error: {frames}: no space left on device (")
     assert "Traceback" not in r.stderr
+
+
+def test_a_features_file_of_the_wrong_width_names_the_file_and_the_shapes(tmp_path):
+    """1024 columns copied from another extractor: training and localization stop naming the file, its shape
+    and the expected one, not with a broadcast or conv1d traceback."""
+    from pipeline.annotations import Annotations, Segment, write_table
+    from pipeline.feature_files import FeatureFileError
+
+    (tmp_path / "annotations").mkdir()
+    write_table(Annotations(["Jump"], [Segment("v1", "train", "Jump", 1, 2), Segment("v2", "train", "Jump", 1, 2)]),
+                tmp_path / "annotations")
+    (tmp_path / "features").mkdir()
+    np.save(tmp_path / "features" / "v1.npy", np.ones((10, 2048), np.float32))
+    np.save(tmp_path / "features" / "v2.npy", np.ones((10, 1024), np.float32))
+    expected = (r"features/v2\.npy: features of shape \(10, 1024\) and type float32; expected \(n_snippets, 2048\) "
+                r"float32")
+    with pytest.raises(FeatureFileError, match=expected):
+        training_set(tmp_path / "features", tmp_path / "annotations", "train")
+    from dataclasses import asdict
+
+    from pipeline.localize import run
+    from pipeline.settings import LocalizeSettings
+
+    s = TrainSettings()
+    torch.save({"model": build_model(1, s).state_dict(), "classes": ["Jump"], "settings": asdict(s),
+                "feature_dim": 2048}, tmp_path / "model.pt")
+    with pytest.raises(FeatureFileError, match=expected):
+        run(str(tmp_path / "model.pt"), str(tmp_path / "features"), str(tmp_path), ["v2"], LocalizeSettings(),
+            str(tmp_path / "d.json"), str(tmp_path / "s.npz"), progress=False)
+    np.save(tmp_path / "features" / "v2.npy", np.ones((10, 2048), np.float64))
+    with pytest.raises(FeatureFileError, match=r"shape \(10, 2048\) and type float64; expected"):
+        training_set(tmp_path / "features", tmp_path / "annotations", "train")
