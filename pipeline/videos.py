@@ -19,18 +19,25 @@ class VideoFolderError(ValueError):
 
 
 def find_videos(folder: str | Path, extensions) -> dict[str, str]:
-    """File stem -> path for the video files in ``folder`` (extensions without the dot, any case)."""
+    """File stem -> path for the video files in ``folder`` and its sub-folders, at any depth (THUMOS14's
+    validation and test archives unpack into folders of their own); extensions without the dot, any case.
+    Hidden folders are skipped; two files of one stem, in one folder or two, are an error naming both."""
+    import os
+
     folder = Path(folder)
     exts = {"." + e.lower() for e in extensions}
     found: dict[str, str] = {}
     if not folder.is_dir():
         return found
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in exts or not path.is_file():
-            continue
-        if path.stem in found:
-            raise VideoFolderError(f"{folder}: two files for video {path.stem!r}: {found[path.stem]} and {path}")
-        found[path.stem] = str(path)
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.suffix.lower() not in exts or not path.is_file():
+                continue
+            if path.stem in found:
+                raise VideoFolderError(f"{folder}: two files for video {path.stem!r}: {found[path.stem]} and {path}")
+            found[path.stem] = str(path)
     return found
 
 

@@ -537,3 +537,21 @@ def test_ctrl_c_during_training_then_a_plain_rerun_resumes(tmp_path):
     assert (run / "model.pt").exists() and (tmp_path / "results" / "demo" / "report" / "report.html").exists()
     log = (tmp_path / "results" / "demo" / "logs" / "train" / "d2net.log").read_text()
     assert re.search(r"train: resuming from .*checkpoint.pt at iteration [1-9]\d*", log), log[-2000:]
+
+
+def test_videos_in_subfolders_as_the_datasets_unpack_them(tmp_path):
+    """THUMOS14's validation and test archives unpack into folders of their own: the videos are found there,
+    and one name in two places is refused naming both."""
+    config = fake_thumos(tmp_path)
+    videos = Path(config["presets"]["thumos14"]["videos"])
+    for split in ("validation", "test"):
+        (videos / split).mkdir()
+        for f in videos.glob(f"video_{split}_*.mp4"):
+            f.rename(videos / split / f.name)
+    _, out = snakemake(tmp_path, config, "-n")
+    assert planned_jobs(out)["decode"] == 413 and "not found on disk" not in out
+    (videos / "video_test_0000004.mp4").touch()  # a stray copy at the top
+    rc, out = snakemake(tmp_path, config, "-n", check=False)
+    assert rc != 0, out[-2000:]
+    assert (f"two files for video 'video_test_0000004': {videos / 'video_test_0000004.mp4'} and "
+            f"{videos / 'test' / 'video_test_0000004.mp4'}") in out, out[-2000:]
