@@ -37,7 +37,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -59,9 +59,20 @@ class DecodeError(Exception):
 # to the first frame, and returns the end time of the last frame.
 
 
-def probe(path: str) -> tuple[float | None, int]:
-    """(the video stream's average frame rate or None if unknown, its display rotation); DecodeError unless
-    FFmpeg opens ``path`` and finds a video stream (same message for every backend).
+class Probe(NamedTuple):
+    rate: float | None  # the stream's average frame rate, None if unknown
+    rotation: int  # clockwise degrees players turn the stored frames
+    stream: int  # the index (among all streams) of the video stream decoded
+    choice: str  # which video stream, and why, when there are several
+
+
+def probe(path: str) -> Probe:
+    """The video stream a player would play and what it records; DecodeError unless FFmpeg opens ``path``
+    and finds a video stream (same message for every backend).
+
+    The stream is the one FFmpeg's players pick (``av_find_best_stream``: not an attached picture such as a
+    cover, the most frames, the default disposition), not simply the first: a file may start with a
+    one-frame still or carry a second camera angle. decord picks the same way.
 
     The display rotation is the clockwise turn, in degrees (0, 90, 180 or 270), that players apply to the
     stored frames: phones store portrait video as landscape frames plus a display matrix. It is read from
@@ -73,10 +84,17 @@ def probe(path: str) -> tuple[float | None, int]:
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise DecodeError(f"{path}: cannot open as a video: {e}") from None
     with container:
-        if not container.streams.video:
+        videos = list(container.streams.video)
+        if not videos:
             raise DecodeError(f"{path}: no video stream (streams: "
                               f"{', '.join(s.type for s in container.streams) or 'none'})")
-        stream = container.streams.video[0]
+        stream = container.streams.best("video") or videos[0]
+        choice = ""
+        if len(videos) > 1:
+            others = ", ".join(f"#{s.index} {s.codec_context.name}" for s in videos if s is not stream)
+            choice = (f"stream #{stream.index} ({stream.codec_context.name}) of {len(videos)} video streams: the "
+                      f"one FFmpeg's players pick (not an attached picture, most frames, default disposition); "
+                      f"not {others}")
         rate = stream.average_rate or stream.guessed_rate
         rotation = 0
         try:
@@ -85,7 +103,7 @@ def probe(path: str) -> tuple[float | None, int]:
                 break
         except av.FFmpegError:
             pass  # an undecodable stream is reported, with the frame count, where the frames are read
-        return (float(rate) if rate else None), rotation
+        return Probe(float(rate) if rate else None, rotation, stream.index, choice)
 
 
 def display_rotation(matrix_degrees: float) -> int:
@@ -99,11 +117,11 @@ def rotate(frame: np.ndarray, clockwise_degrees: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, -(clockwise_degrees // 90))) if clockwise_degrees else frame
 
 
-def _pyav_frames(path: str, threads: int) -> Iterator[tuple[float, np.ndarray]]:
+def _pyav_frames(path: str, threads: int, index: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
     import av
 
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = container.streams[index] if index is not None else container.streams.video[0]
         stream.thread_type = "AUTO"
         if threads:
             stream.thread_count = threads
@@ -156,10 +174,11 @@ def _decord_frames(path: str, threads: int, batch: int = 16) -> Iterator[tuple[f
             yield float(stamps[i, 0] - t0), frame, float(stamps[i, 1] - stamps[i, 0]) or None
 
 
-def source_frames(path: str, backend: str = "pyav", threads: int = 0):
-    """Frames of the first video stream as (time_s, rgb uint8 HxWx3, duration_s or None)."""
+def source_frames(path: str, backend: str = "pyav", threads: int = 0, stream: int | None = None):
+    """Frames of a video stream as (time_s, rgb uint8 HxWx3, duration_s or None): ``stream`` (an index among
+    all streams, as ``probe`` gives it) for PyAV; decord picks the same one itself."""
     if backend == "pyav":
-        return _pyav_frames(path, threads)
+        return _pyav_frames(path, threads, stream)
     if backend == "decord":
         return _decord_frames(path, threads)
     raise ValueError(f"unknown decode backend {backend!r}; choose one of {BACKENDS}")
@@ -236,7 +255,10 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
 
     block, crop = settings.stride, settings.crop
     per_snippet = settings.snippet_frames // block  # blocks in one snippet
-    rate, rotation = probe(path)
+    probed = probe(path)
+    rate, rotation = probed.rate, probed.rotation
+    if probed.choice:
+        print(f"decode: {path}: {probed.choice}", file=sys.stderr)
     if rotation and not settings.autorotate:
         print(f"decode: warning: {path}: the container asks players to turn the video {rotation} degrees "
               "clockwise; decoded as stored (decode.autorotate: false)", file=sys.stderr)
@@ -253,7 +275,8 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
     n_out = 0  # resampled frames, including the dropped tail
     n_source = 0
     source_size = None
-    frames = source_frames(path, settings.backend, runtime.threads)  # raises before any output for bad files
+    # raises before any output for bad files
+    frames = source_frames(path, settings.backend, runtime.threads, probed.stream)
     bar = progress_bar(desc=Path(path).name, unit="frame") if progress else None
 
     def counted(frames):
@@ -313,6 +336,8 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
         "display_rotation_deg": rotation,
         "rotation_applied": bool(turn),
         "source_fps": rate,
+        "video_stream": probed.stream,  # among all the file's streams
+        "video_stream_choice": probed.choice,  # which and why, when the file has several video streams
         "source_duration_s": source_end,
         "kept_duration_s": n_blocks * block / fps,
         "short_side": settings.short_side,

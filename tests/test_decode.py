@@ -400,3 +400,49 @@ def test_display_rotation_of_ffmpeg_angles():
     img = np.arange(6).reshape(2, 3)
     assert rotate(img, 90).tolist() == [[3, 0], [4, 1], [5, 2]]  # clockwise: the first column becomes the top row
     assert rotate(img, 0) is img
+
+
+def two_stream_mkv(path, still_first=True):
+    """An MKV as some files come: a one-frame MJPEG still and a 3 s H.264 movie (grey levels 0, 3, 6, ...)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        def still():
+            s = out.add_stream("mjpeg", rate=1)
+            s.width, s.height, s.pix_fmt = 64, 48, "yuvj420p"
+            return s
+
+        def movie():
+            s = out.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+            return s
+
+        a, b = (still(), movie()) if still_first else (movie(), still())
+        s_still, s_movie = (a, b) if still_first else (b, a)
+        for p in s_still.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")):
+            out.mux(p)
+        for p in s_still.encode():
+            out.mux(p)
+        for i in range(75):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 3, np.uint8), format="rgb24")
+            for p in s_movie.encode(frame):
+                out.mux(p)
+        for p in s_movie.encode():
+            out.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_the_stream_a_player_would_play_is_decoded_and_recorded(tmp_path, backend):
+    """A still picture as stream 0 and the movie as stream 1: the movie is decoded (4 snippets of 3 s at
+    25 fps, not one snippet of the still), and meta.json says which stream and why."""
+    video = two_stream_mkv(tmp_path / "two.mkv")
+    meta = decode_video(video, tmp_path / "f.npy", DecodeSettings(short_side=48, crop=48, backend=backend))
+    assert meta["n_snippets"] == 4 and meta["video_stream"] == 1
+    assert "stream #1 (h264) of 2 video streams" in meta["video_stream_choice"] and "not #0 mjpeg" in \
+        meta["video_stream_choice"]
+    frames = open_frames(tmp_path / "f.npy")
+    assert abs(float(frames[0, 10].mean()) - 30) < 6  # the movie's 11th frame (grey 30), not the still (200)
+    single = decode_video(two_stream_mkv(tmp_path / "movie_first.mkv", still_first=False), tmp_path / "g.npy",
+                          DecodeSettings(short_side=48, crop=48, backend=backend))
+    assert single["video_stream"] == 0 and single["n_snippets"] == 4
