@@ -30,6 +30,7 @@ import argparse
 import os
 import pickle
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import numpy as np
 from pipeline.annotations import Annotations, read_table, with_durations
 from pipeline.feature_files import FEATURE_DIM, read_features
 from pipeline.feature_index import read_index
-from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, fsync_path
 
 WTALC_NAMES = {"thumos14": "Thumos14reduced", "activitynet12": "ActivityNet1.2"}
 
@@ -191,10 +192,32 @@ def run(preset: str, annotations_dir: str, index_tsv: str, features: list[str], 
                                                        if r["duration_s"] is not None})
     ok = {Path(p).stem: p for p in features if index.get(Path(p).stem, {}).get("status") == "ok"}
     out = Path(out)
-    w = write_wtalc(ann, ok, out / "wtalc", WTALC_NAMES.get(preset, preset), subsets)
-    keys = dict(ann.aliases)  # ActivityNet: YouTube ids
-    a = write_actionformer(ann, ok, index, out / "actionformer", subsets, keys, "v_" if keys else "")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(".partial-*"):  # a killed export's (Snakemake runs one export job at a time)
+        shutil.rmtree(old, ignore_errors=True)
+        print(f"export: removed {old}: left by an interrupted export", file=sys.stderr)
+    # Both layouts are written whole into a folder of their own and moved into place only when complete:
+    # a killed export leaves the previous export (or none), never a half-written one.
+    partial = out / f".partial-{socket.gethostname()}.{os.getpid()}"
+    try:
+        w = write_wtalc(ann, ok, partial / "wtalc", WTALC_NAMES.get(preset, preset), subsets)
+        keys = dict(ann.aliases)  # ActivityNet: YouTube ids
+        a = write_actionformer(ann, ok, index, partial / "actionformer", subsets, keys, "v_" if keys else "")
+        for layout in ("wtalc", "actionformer"):
+            replace_folder(partial / layout, out / layout)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return {"wtalc": w, "actionformer": a}
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """``new`` renamed to ``target``; an existing ``target`` is moved aside first and removed after."""
+    aside = target.with_name(f".replaced-{target.name}-{os.getpid()}")
+    if target.exists():
+        target.rename(aside)
+    new.rename(target)
+    fsync_path(target.parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def main(argv=None) -> int:

@@ -206,3 +206,36 @@ print(len(f), f[0].dtype, f[0].shape[1], len(labels), len(segments), names[0])
     assert r.returncode == 0, r.stderr[-2000:]
     n, dtype, dim, n_labels, n_segments, first = r.stdout.split()
     assert (int(n), dtype, int(dim), int(n_labels), int(n_segments)) == (len(videos), "float32", 2048, 10, 10)
+
+
+def test_an_interrupted_export_leaves_the_previous_export_or_none(thumos_export, tmp_path, monkeypatch):
+    """Each layout is written whole into a temporary folder and moved into place at the end: an export that
+    dies part-way (here: in the ActionFormer layout, after W-TALC's was written) leaves the previous export
+    untouched, and the next export removes what the dead one left."""
+    import shutil
+
+    from pipeline import export
+
+    tmp, ann, videos, _ = thumos_export
+    out = tmp_path / "export"
+    shutil.copytree(tmp / "export", out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    args = ("thumos14", str(tmp / "annotations"), str(tmp / "features" / "index.tsv"),
+            sorted(str(p) for p in (tmp / "features").glob("*.npy")), str(out), ["validation", "test"])
+
+    def dies(*a, **k):
+        raise KeyboardInterrupt  # as a kill part-way would stop it
+
+    monkeypatch.setattr(export, "write_actionformer", dies)
+    with pytest.raises(KeyboardInterrupt):
+        export.run(*args)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    (out / ".partial-elsewhere.1" / "wtalc").mkdir(parents=True)  # what a SIGKILLed export leaves
+    monkeypatch.undo()
+    export.run(*args)
+    assert sorted(p.name for p in out.iterdir()) == ["actionformer", "wtalc"]
+    shutil.rmtree(out)
+    with pytest.raises(KeyboardInterrupt):  # no previous export: none after the interruption
+        monkeypatch.setattr(export, "write_actionformer", dies)
+        export.run(*args)
+    assert not (out / "wtalc").exists() and not (out / "actionformer").exists()
