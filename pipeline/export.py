@@ -27,16 +27,18 @@ ActionFormer's ActivityNet configs expect.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pickle
 import shutil
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.annotations import Annotations, read_table, with_durations
+from pipeline.annotations import DURATION_TOLERANCE_S, Annotations, read_table, with_durations
 from pipeline.feature_files import FEATURE_DIM, read_features
 from pipeline.feature_index import read_index
 from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, fsync_path
@@ -101,8 +103,21 @@ def video_order(ann: Annotations, subsets: list[str]) -> list[str]:
     return sorted(ann.videos, key=lambda v: (rank.get(ann.videos[v][0], len(rank)), ann.videos[v][0], v))
 
 
-def write_wtalc(ann: Annotations, features: dict[str, str], out: Path, name: str, subsets: list[str]) -> dict:
-    """The W-TALC layout in ``out``; ``features``: video -> its .npy (videos without one get (0, 2048))."""
+def decoded_durations(ann: Annotations, decoded: dict[str, float]) -> tuple[Annotations, dict[str, dict]]:
+    """``ann`` with each video's decoded duration where decode measured one, and {video: {"decoded",
+    "annotated"}} for those whose annotated duration differs from it by more than the durations stage's
+    tolerance."""
+    differ = {v: {"decoded": decoded[v], "annotated": d} for v, (_, d) in ann.videos.items()
+              if v in decoded and math.isfinite(d) and abs(d - decoded[v]) > DURATION_TOLERANCE_S}
+    videos = {v: (sub, decoded.get(v, d)) for v, (sub, d) in ann.videos.items()}
+    return with_durations(replace(ann, videos=videos), decoded), differ
+
+
+def write_wtalc(ann: Annotations, features: dict[str, str], out: Path, name: str, subsets: list[str],
+                differ: dict[str, dict] | None = None) -> dict:
+    """The W-TALC layout in ``out``; ``features``: video -> its .npy (videos without one get (0, 2048)).
+    ``differ``: videos whose annotated duration differs from the decoded one in duration.npy, recorded in
+    ``duration_annotated.json`` beside it."""
     videos = video_order(ann, subsets)
     adir = out / f"{name}-Annotations"
     adir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +128,8 @@ def write_wtalc(ann: Annotations, features: dict[str, str], out: Path, name: str
     save_npy(adir / "subset.npy", np.array([ann.videos[v][0].encode() for v in videos]))
     save_npy(adir / "classlist.npy", np.array([c.encode() for c in ann.classes]))
     save_npy(adir / "duration.npy", np.array([[ann.videos[v][1]] for v in videos], dtype=np.float64))
+    if differ:
+        atomic_write_json(adir / "duration_annotated.json", {v: differ[v] for v in videos if v in differ})
     save_object_npy(adir / "segments.npy", [[[s.start_s, s.end_s] for s in segs[v]] for v in videos])
     save_object_npy(adir / "labels.npy", [[s.label for s in segs[v]] for v in videos])
     save_object_npy(adir / "labels_all.npy",
@@ -134,7 +151,8 @@ def write_wtalc(ann: Annotations, features: dict[str, str], out: Path, name: str
 
 
 def write_actionformer(ann: Annotations, features: dict[str, str], index: dict[str, dict], out: Path,
-                       subsets: list[str], keys: dict[str, str], prefix: str) -> dict:
+                       subsets: list[str], keys: dict[str, str], prefix: str,
+                       differ: dict[str, dict] | None = None) -> dict:
     """The ActionFormer/OpenTAD layout in ``out``; ``keys``: our video name -> its key there (ActivityNet: YouTube id)."""
     fdir = out / "features"
     fdir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +175,8 @@ def write_actionformer(ann: Annotations, features: dict[str, str], index: dict[s
                          "frame": int(round(duration * row["fps"])),
                          "annotations": [{"segment": [s.start_s, s.end_s], "label": s.label,
                                           "label_id": label_id[s.label]} for s in segs.get(v, [])]}
+        if v in (differ or {}):
+            database[key]["annotated_duration"] = differ[v]["annotated"]
     rows = [index[v] for v in features]
     strides = {(r["snippet_stride"], r["snippet_frames"]) for r in rows}
     if len(strides) > 1:
@@ -187,9 +207,10 @@ def write_actionformer(ann: Annotations, features: dict[str, str], index: dict[s
 
 def run(preset: str, annotations_dir: str, index_tsv: str, features: list[str], out: str, subsets: list[str]) -> dict:
     index = {r["video"]: r for r in read_index(index_tsv)}
-    # THUMOS14's txt files have no durations: decode measured them
-    ann = with_durations(read_table(annotations_dir), {v: r["duration_s"] for v, r in index.items()
-                                                       if r["duration_s"] is not None})
+    # Durations describe the features: decode's measure of each video, which loaders lay the snippet grid
+    # on; an annotated one that differs (ActivityNet's, of a re-encoded download) is recorded beside it.
+    ann, differ = decoded_durations(read_table(annotations_dir),
+                                    {v: r["duration_s"] for v, r in index.items() if r["duration_s"] is not None})
     ok = {Path(p).stem: p for p in features if index.get(Path(p).stem, {}).get("status") == "ok"}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,9 +221,10 @@ def run(preset: str, annotations_dir: str, index_tsv: str, features: list[str], 
     # a killed export leaves the previous export (or none), never a half-written one.
     partial = out / f".partial-{socket.gethostname()}.{os.getpid()}"
     try:
-        w = write_wtalc(ann, ok, partial / "wtalc", WTALC_NAMES.get(preset, preset), subsets)
+        w = write_wtalc(ann, ok, partial / "wtalc", WTALC_NAMES.get(preset, preset), subsets, differ)
         keys = dict(ann.aliases)  # ActivityNet: YouTube ids
-        a = write_actionformer(ann, ok, index, partial / "actionformer", subsets, keys, "v_" if keys else "")
+        a = write_actionformer(ann, ok, index, partial / "actionformer", subsets, keys, "v_" if keys else "",
+                               differ)
         for layout in ("wtalc", "actionformer"):
             replace_folder(partial / layout, out / layout)
     finally:

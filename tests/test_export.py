@@ -239,3 +239,37 @@ def test_an_interrupted_export_leaves_the_previous_export_or_none(thumos_export,
         monkeypatch.setattr(export, "write_actionformer", dies)
         export.run(*args)
     assert not (out / "wtalc").exists() and not (out / "actionformer").exists()
+
+
+def test_export_durations_describe_the_features_and_record_a_differing_annotated_one(tmp_path):
+    """ActivityNet's annotation says how long the video was on YouTube; the file decoded may be shorter or
+    longer. Loaders lay the feature grid on the exported duration: it is the decoded one, and the annotated one
+    is recorded beside it where they differ by more than the durations stage's tolerance."""
+    from pipeline.annotations import DURATION_TOLERANCE_S
+
+    full = read_wtalc_npy(REPO / "data" / "activitynet12" / "ActivityNet1.2-Annotations")
+    videos = [v for v in sorted(full.videos) if full.videos[v][0] == "training"][:2] + \
+             [v for v in sorted(full.videos) if full.videos[v][0] == "validation"][:2]
+    ann = full.restrict_to(videos)
+    write_table(ann, tmp_path / "annotations")
+    paths = write_features(tmp_path, ann, videos, np.random.default_rng(1))
+    rows = (tmp_path / "features" / "index.tsv").read_text().splitlines()
+    decoded = {r.split("\t")[0]: float(r.split("\t")[6]) for r in rows[1:]}
+    same = videos[0]  # one video whose decoded duration agrees with its annotation within the tolerance
+    decoded[same] = ann.videos[same][1] + DURATION_TOLERANCE_S / 2
+    (tmp_path / "features" / "index.tsv").write_text("\n".join(
+        [rows[0]] + ["\t".join(r.split("\t")[:6] + [repr(decoded[r.split("\t")[0]])] + r.split("\t")[7:])
+                     for r in rows[1:]]) + "\n")
+    run("activitynet12", str(tmp_path / "annotations"), str(tmp_path / "features" / "index.tsv"), paths,
+        str(tmp_path / "export"), ["training", "validation"])
+    adir = tmp_path / "export" / "wtalc" / "ActivityNet1.2-Annotations"
+    names = [n.decode() for n in np.load(adir / "videoname.npy")]
+    assert [d[0] for d in np.load(adir / "duration.npy")] == [decoded[v] for v in names]
+    recorded = json.loads((adir / "duration_annotated.json").read_text())
+    assert set(recorded) == set(videos) - {same}
+    assert all(recorded[v] == {"decoded": decoded[v], "annotated": ann.videos[v][1]} for v in recorded)
+    db = json.loads((tmp_path / "export" / "actionformer" / "database.json").read_text())["database"]
+    for v in videos:
+        entry = db[ann.aliases[v]]
+        assert entry["duration"] == decoded[v] and entry["frame"] == round(decoded[v] * entry["fps"])
+        assert entry.get("annotated_duration") == (None if v == same else ann.videos[v][1])
