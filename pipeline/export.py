@@ -134,10 +134,16 @@ def write_wtalc(ann: Annotations, features: dict[str, str], out: Path, name: str
     save_object_npy(adir / "labels.npy", [[s.label for s in segs[v]] for v in videos])
     save_object_npy(adir / "labels_all.npy",
                     [sorted({s.label for s in segs[v]}, key=ann.classes.index) for v in videos])
-    if ann.ambiguous:
-        # two spaces between name and times: D2-Net reads line.split(' ')[2:4]
-        atomic_write_text(adir / "Ambiguous_test.txt", "".join(
-            f"{s.video}  {s.start_s:g} {s.end_s:g}\n" for s in sorted(ann.ambiguous, key=lambda s: (s.video, s.start_s))))
+    test = subsets[1] if len(subsets) > 1 else None
+    # D2-Net's (and W-TALC's) evaluation reads these two at every test: the test subset's Ambiguous
+    # segments, in the annotation files' order and numbers (two spaces after the name: D2-Net reads
+    # line.split(' ')[2:4]), and the ground truth per class as fractions of each video's duration.
+    atomic_write_text(adir / "Ambiguous_test.txt", "".join(
+        f"{s.video}  {s.start_s!r} {s.end_s!r}\n" for s in ann.ambiguous if ann.videos.get(s.video, ("",))[0] == test))
+    save_object_npy(adir / "test_gt_segments.npy", [np.array(
+        [[s.video.rsplit("_", 1)[-1], s.start_s / ann.videos[s.video][1], s.end_s / ann.videos[s.video][1]]
+         for s in ann.segments if s.label == c and ann.videos[s.video][0] == test], dtype=object).reshape(-1, 3)
+        for c in ann.classes])
 
     def loader(v):
         path = features.get(v)

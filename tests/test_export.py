@@ -273,3 +273,47 @@ def test_export_durations_describe_the_features_and_record_a_differing_annotated
         entry = db[ann.aliases[v]]
         assert entry["duration"] == decoded[v] and entry["frame"] == round(decoded[v] * entry["fps"])
         assert entry.get("annotated_duration") == (None if v == same else ann.videos[v][1])
+
+
+def test_d2net_evaluation_files_for_thumos14(tmp_path):
+    """D2-Net's periodic evaluation reads <name>-Annotations/test_gt_segments.npy and Ambiguous_test.txt. With
+    THUMOS14's real annotations and the released duration.npy as the videos' durations: Ambiguous_test.txt is
+    the released file byte for byte; test_gt_segments.npy has the released layout (per class, in classlist
+    order, an (N, 3) object array of [video number, start / duration, end / duration]) and holds every official
+    test segment. (The released test_gt_segments.npy itself is a cleaned set, 210 videos and 3,234 instances
+    with moved boundaries, against the official files' 212 and 3,358: it is not derived from them.)"""
+    from pipeline.safeload import load_npy
+
+    released = REPO.parent / "shared" / "data" / "thumos14" / "Thumos14reduced-Annotations"
+    if not released.is_dir():
+        pytest.skip("the released Thumos14reduced-Annotations are not here")
+    root = thumos_dir()
+    ann = read_thumos14_txt({"validation": root / "annotations_val", "test": root / "annotations_test"})
+    write_table(ann, tmp_path / "annotations")
+    names = [n.decode() for n in load_npy(released / "videoname.npy")]
+    duration = dict(zip(names, (float(d[0]) for d in load_npy(released / "duration.npy"))))
+    videos = sorted(ann.videos)
+    paths = write_features(tmp_path, ann, videos, np.random.default_rng(2))
+    rows = (tmp_path / "features" / "index.tsv").read_text().splitlines()
+    (tmp_path / "features" / "index.tsv").write_text("\n".join(
+        [rows[0]] + ["\t".join(r.split("\t")[:6] + [repr(duration.setdefault(r.split("\t")[0], float(r.split("\t")[6])))]
+                                + r.split("\t")[7:]) for r in rows[1:]]) + "\n")  # the one video W-TALC left out: ours
+    run("thumos14", str(tmp_path / "annotations"), str(tmp_path / "features" / "index.tsv"), paths,
+        str(tmp_path / "export"), ["validation", "test"])
+    adir = tmp_path / "export" / "wtalc" / "Thumos14reduced-Annotations"
+    assert (adir / "Ambiguous_test.txt").read_bytes() == (released / "Ambiguous_test.txt").read_bytes()
+    ours = np.load(adir / "test_gt_segments.npy", allow_pickle=True)
+    theirs = np.load(released / "test_gt_segments.npy", allow_pickle=True, encoding="bytes")
+    assert len(ours) == len(theirs) == 20
+    assert all(o.dtype == t.dtype == object and o.ndim == t.ndim == 2 and o.shape[1] == t.shape[1] == 3
+               and type(o[0, 0]) is type(t[0, 0]) is str and len(o[0, 0]) == len(t[0, 0]) == 7
+               for o, t in zip(ours, theirs))
+    classes = [c.decode() for c in load_npy(released / "classlist.npy")]
+    test_segments = [s for s in ann.segments if ann.videos[s.video][0] == "test"]
+    assert sum(len(o) for o in ours) == len(test_segments) == 3358
+    for c, o in zip(classes, ours):
+        want = sorted((s.video[-7:], s.start_s / duration[s.video], s.end_s / duration[s.video])
+                      for s in test_segments if s.label == c)
+        got = sorted((a, float(b), float(e)) for a, b, e in o)
+        assert [g[0] for g in got] == [w[0] for w in want]
+        assert np.allclose([g[1:] for g in got], [w[1:] for w in want], rtol=0, atol=1e-12)
