@@ -106,6 +106,26 @@ def probe(path: str) -> Probe:
         return Probe(float(rate) if rate else None, rotation, stream.index, choice)
 
 
+def has_edit_list(path: str, stream: int | None = None) -> bool:
+    """Whether the file's edit list cuts the start of the video stream: FFmpeg then marks the packets before
+    the cut as discarded (what ``ffmpeg -ss ... -c copy`` off a keyframe makes). PyAV honours that; decord
+    0.6 ignores it and returns the frames before the cut too. Reads packets up to the first one kept, no
+    decoding."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            st = container.streams[stream] if stream is not None else container.streams.video[0]
+            for packet in container.demux(st):
+                if packet.size and not packet.is_discard:
+                    return False
+                if packet.is_discard:
+                    return True
+    except (av.FFmpegError, OSError, IndexError):
+        return False
+    return False
+
+
 def display_rotation(matrix_degrees: float) -> int:
     """FFmpeg's display-matrix angle (counter-clockwise, e.g. -90 for a phone held upright) as the clockwise
     quarter turn a player applies: 0, 90, 180 or 270."""
@@ -263,8 +283,13 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
         print(f"decode: warning: {path}: the container asks players to turn the video {rotation} degrees "
               "clockwise; decoded as stored (decode.autorotate: false)", file=sys.stderr)
     turn = rotation if settings.autorotate else 0
+    backend, backend_note = settings.backend, ""
+    if backend == "decord" and has_edit_list(path, probed.stream):
+        backend, backend_note = "pyav", ("an MP4 edit list moves the start (a clip cut by stream copy): decoded "
+                                         "with PyAV, which honours it (decord would return the frames before the cut)")
+        print(f"decode: {path}: {backend_note}", file=sys.stderr)
     # decord (0.6) turns the frames itself; PyAV hands them over as stored
-    extra_turn = (turn - (rotation if settings.backend == "decord" else 0)) % 360
+    extra_turn = (turn - (rotation if backend == "decord" else 0)) % 360
     if settings.fps == "native":
         if not rate:
             raise DecodeError(f"{path}: fps: native, but the video stream records no frame rate")
@@ -276,7 +301,7 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
     n_source = 0
     source_size = None
     # raises before any output for bad files
-    frames = source_frames(path, settings.backend, runtime.threads, probed.stream)
+    frames = source_frames(path, backend, runtime.threads, probed.stream)
     bar = progress_bar(desc=Path(path).name, unit="frame") if progress else None
 
     def counted(frames):
@@ -325,6 +350,8 @@ def decode_video(path: str | os.PathLike, frames_out: str | os.PathLike, setting
         "source": path,
         "status": "ok",
         "backend": settings.backend,
+        "backend_used": backend,  # PyAV for decord's files with an edit list
+        "backend_note": backend_note,
         **span_fields(settings, fps),
         "sampling": sampling(settings, fps),
         "n_blocks": n_blocks,

@@ -446,3 +446,46 @@ def test_the_stream_a_player_would_play_is_decoded_and_recorded(tmp_path, backen
     single = decode_video(two_stream_mkv(tmp_path / "movie_first.mkv", still_first=False), tmp_path / "g.npy",
                           DecodeSettings(short_side=48, crop=48, backend=backend))
     assert single["video_stream"] == 0 and single["n_snippets"] == 4
+
+
+def cut_by_stream_copy(tmp_path):
+    """6 s at 25 fps (grey level = frame index), remuxed by stream copy with its first 1.2 s before the start:
+    the MP4 gets an edit list, as `ffmpeg -ss 1.2 -c copy` off a keyframe makes."""
+    import av
+
+    src = tmp_path / "src.mp4"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt, s.options = 64, 48, "yuv420p", {"g": "50"}
+        for i in range(150):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(src)) as inp, av.open(str(cut), "w") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        shift = round(1.2 / ist.time_base)
+        for p in inp.demux(ist):
+            if p.dts is None:
+                continue
+            p.pts -= shift
+            p.dts -= shift
+            p.stream = ost
+            out.mux(p)
+    return src, cut
+
+
+def test_decord_on_an_edit_list_decodes_as_pyav_does_and_says_so(tmp_path):
+    from pipeline.decode import has_edit_list
+
+    src, cut = cut_by_stream_copy(tmp_path)
+    assert has_edit_list(str(cut)) and not has_edit_list(str(src)) and not has_edit_list(str(tmp_path))
+    ref = decode_video(cut, tmp_path / "a.npy", DecodeSettings(short_side=48, crop=48, backend="pyav"))
+    meta = decode_video(cut, tmp_path / "b.npy", DecodeSettings(short_side=48, crop=48, backend="decord"))
+    assert ref["n_frames_source"] == meta["n_frames_source"] == 120  # 4.8 s, not decord's 150
+    assert meta["backend_used"] == "pyav" and "edit list" in meta["backend_note"]
+    assert np.array_equal(open_frames(tmp_path / "a.npy"), open_frames(tmp_path / "b.npy"))
+    plain = decode_video(src, tmp_path / "c.npy", DecodeSettings(short_side=48, crop=48, backend="decord"))
+    assert plain["backend_used"] == "decord" and plain["n_frames_source"] == 150
