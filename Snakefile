@@ -110,8 +110,8 @@ COSTS = f"{OUT}/costs.json"
 
 rule all:
     input:
-        f"{OUT}/report/report.html" if ANNOTATED else [INDEX, SKIPPED],
-        PREDICTIONS if MODEL_IN else [],
+        [f"{OUT}/report/report.html", f"{OUT}/report/viewer.html"] if ANNOTATED else [INDEX, SKIPPED],
+        [PREDICTIONS, f"{OUT}/predict/viewer.html"] if MODEL_IN else [],
 
 
 # The files the annotations are read from: the preset's, or those rule demo_data writes; what a
@@ -317,15 +317,18 @@ if MODEL_IN:
             detections=PREDICTIONS,
             csv=f"{OUT}/predict/detections.csv",
             page=f"{OUT}/predict/index.html",
+            viewer=f"{OUT}/predict/viewer.html",
             timelines=directory(f"{OUT}/predict/timelines"),
         params:
             signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
             localize=wf.as_param(wf.localize_settings(config)),
+            sources=json.dumps({v: info.path for v, info in VIDEOS.items()}),
         log:
             f"{OUT}/logs/predict.log",
         run:
             wf.run_stage("predict", input.features, "--model", input.model, "--signature", params.signature,
-                         "--localize", params.localize, "--out", os.path.dirname(output.detections), log=log[0])
+                         "--localize", params.localize, "--sources", params.sources,
+                         "--out", os.path.dirname(output.detections), log=log[0])
 
 
 # The rest needs annotations: it trains, localizes, evaluates and reports.
@@ -503,13 +506,15 @@ if ANNOTATED:
                              category="Plots"),
             curves=report(f"{OUT}/report/learning_curves.png",
                           caption="pipeline/report_captions/learning_curves.rst", category="Plots"),
+            viewer=f"{OUT}/report/viewer.html",
         params:
             # what the report shows: plain values, so a change reruns it (Snakemake compares params that
             # are not functions of the input or output)
             shown=["--preset", config["preset"], "--experiments", ",".join(EXPERIMENTS),
                    "--labels", json.dumps(EXPERIMENT_SET.labels), "--caption", EXPERIMENT_SET.caption,
                    "--groups", json.dumps({r: wf.run_parts(config, r)[0] for r in EXPERIMENTS}),
-                   "--subset", config["test_subset"], "--timelines", config["report"]["videos"]],
+                   "--subset", config["test_subset"], "--timelines", config["report"]["videos"],
+                   "--sources", json.dumps({v: VIDEOS[v].path for v in TEST_VIDEOS})],
             args=lambda w, input, output: [
                 "--runs", os.path.dirname(os.path.dirname(input.metrics[0])),
                 "--annotations", os.path.dirname(input.annotations[0]), "--skipped", input.skipped,

@@ -12,7 +12,8 @@ refused with a message naming both signatures.
 Outputs in ``--out``: ``detections.json`` (ActivityNet results format),
 ``detections.csv`` (video, label, start_s, end_s, score; best first per
 video), ``timelines/<video>.png`` (the TCAM of the detected classes and the
-detections, in seconds) and ``index.html`` linking them.
+detections, in seconds), ``index.html`` linking them, and ``viewer.html``
+(pipeline/viewer.py: each video playable with its detections on a timeline).
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def timeline_name(video: str) -> str:
 
 
 def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSettings | None = None,
-        signature: dict | None = None, progress: bool = True) -> dict[str, list[dict]]:
+        signature: dict | None = None, progress: bool = True, sources: dict[str, str] | None = None) -> dict[str, list[dict]]:
     """Detections for each ``<video>.npy`` in ``features`` (its ``<video>.json`` provenance beside it)."""
     from pipeline.feature_files import read_features
     from pipeline.localize import infer, localize, snippet_seconds, to_results
@@ -120,7 +121,7 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
     s = settings or LocalizeSettings()
     out = Path(out_dir)
     (out / "timelines").mkdir(parents=True, exist_ok=True)
-    results, skipped = {}, {}
+    results, skipped, durations = {}, {}, {}
     for path in progress_bar(features, desc="predict", unit="video", enabled=progress):
         path = Path(path)
         prov = json.loads(path.with_suffix(".json").read_text())
@@ -130,6 +131,7 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
             skipped[video] = prov.get("reason", "no snippets")
             continue
         stride_s, window_s = snippet_seconds(prov)
+        durations[video] = prov.get("source_duration_s") or len(feats) * stride_s
         tcam, _ = infer(model, feats, s, ts.topk_divisor)
         results[video] = to_results(localize(tcam, s, ts.topk_divisor), classes, stride_s, window_s)
         plot_timeline(video, snippet_centres(len(tcam), stride_s, window_s), tcam, results[video], classes,
@@ -139,6 +141,13 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
                                                 "skipped": skipped})
     atomic_write_text(out / "detections.csv", csv_text(results))
     atomic_write_text(out / "index.html", page(results, skipped, model_path, classes))
+    from pipeline.viewer import relative_src, viewer_html
+
+    sources = sources or {}
+    videos = [{"name": v, "src": relative_src(sources[v], out) if v in sources else "",
+               "duration": float(durations[v]), "gt": []} for v in sorted(results)]
+    atomic_write_text(out / "viewer.html", viewer_html(f"Detections of {Path(model_path).name}", classes, videos,
+                                                       {Path(model_path).parent.name or "model": results}))
     return results
 
 
@@ -148,6 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="model.pt from train")
     ap.add_argument("--signature", help="JSON: how these features were made (pipeline.workflow.feature_signature)")
     ap.add_argument("--localize", default="{}", help="LocalizeSettings as JSON")
+    ap.add_argument("--sources", default="{}", help="JSON video -> its file (the viewer plays it)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
@@ -157,7 +167,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         results = run(args.model, args.features, args.out, LocalizeSettings.from_dict(json.loads(args.localize)),
-                      signature=json.loads(args.signature) if args.signature else None)
+                      signature=json.loads(args.signature) if args.signature else None,
+                      sources=json.loads(args.sources))
     except (SignatureError, ValueError) as e:
         print(f"predict: error: {e}", file=sys.stderr)
         return 1

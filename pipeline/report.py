@@ -283,9 +283,37 @@ def provenance_lines(feature_jsons) -> list[str]:
     return lines + flows
 
 
+def write_viewer(out: Path, title: str, ann, subset: str, runs: Path, experiments: list[str], sources: dict[str, str],
+                 feature_jsons: list[str]) -> Path:
+    """report/viewer.html: the test videos playable, with ground truth and each run's detections
+    (pipeline/viewer.py)."""
+    from pipeline.evaluate import load_detections
+    from pipeline.viewer import relative_src, viewer_html
+
+    durations = {}
+    for p in feature_jsons:
+        prov = json.loads(Path(p).read_text())
+        durations[Path(p).stem] = prov.get("source_duration_s")
+    gt: dict[str, list] = {}
+    for s in ann.segments:
+        gt.setdefault(s.video, []).append([s.label, s.start_s, s.end_s])
+    detections = {n: load_detections(runs / n / "detections.json") for n in experiments}
+    videos = []
+    for v in ann.videos_in(subset):
+        ends = [g[2] for g in gt.get(v, [])] + [d["segment"][1] for r in detections.values() for d in r.get(v, [])]
+        duration = durations.get(v) or max(ends, default=1.0)
+        videos.append({"name": v, "src": relative_src(sources[v], out) if v in sources else "",
+                       "duration": float(duration), "gt": sorted(gt.get(v, []), key=lambda g: g[1])})
+    path = out / "viewer.html"
+    atomic_write_text(path, viewer_html(f"{title}: test videos", ann.classes, videos, detections,
+                                        "Click a span to play the video from there; the red line is the playhead."))
+    return path
+
+
 def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str, subset: str, skipped_json: str,
         feature_jsons: list[str], out_dir: str, n_timelines: int, costs_json: str | None = None,
-        labels: dict[str, str] | None = None, caption: str = "", groups: dict[str, str] | None = None) -> None:
+        labels: dict[str, str] | None = None, caption: str = "", groups: dict[str, str] | None = None,
+        sources: dict[str, str] | None = None) -> None:
     from pipeline.annotations import read_table
     from pipeline.evaluate import load_detections
     from pipeline.localize import read_tcams
@@ -361,8 +389,11 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
     atomic_write_text(out / "report.md", markdown(title, provenance, metrics, skipped,
                                                   {c: os.path.relpath(p, out) for c, p in plots.items()}, notes,
                                                   tables, labels, caption, groups))
+    notes.append("viewer.html (beside this report): each test video playable, its ground truth and every run's "
+                 "detections on a timeline; click a detection to see the action.")
     atomic_write_text(out / "report.html", page(title, provenance, metrics, skipped, plots, notes, tables, labels,
                                                 caption, groups))
+    write_viewer(out, title, ann, subset, runs, experiments, sources or {}, feature_jsons)
 
 
 def main(argv=None) -> int:
@@ -379,11 +410,12 @@ def main(argv=None) -> int:
     ap.add_argument("--timelines", type=int, default=4, help="test videos drawn as timelines")
     ap.add_argument("--costs", help="costs.json of pipeline/costs.py: the stage-cost tables")
     ap.add_argument("--out", required=True, help="report folder")
+    ap.add_argument("--sources", default="{}", help="JSON video -> its file (the viewer plays it)")
     ap.add_argument("feature_jsons", nargs="*", help="features/<video>.json provenance files")
     args = ap.parse_args(argv)
     run(args.preset, args.experiments.split(","), args.runs, args.annotations, args.subset, args.skipped,
         args.feature_jsons, args.out, args.timelines, args.costs, json.loads(args.labels), args.caption,
-        json.loads(args.groups) or None)
+        json.loads(args.groups) or None, json.loads(args.sources))
     print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
     return 0
 

@@ -111,6 +111,14 @@ def test_predict_writes_detections_csv_timelines_and_a_page(folder_run, own_vide
     for v in dets["results"]:
         assert (pred / "timelines" / f"{v}.png").stat().st_size > 1000
         assert f"timelines/{v}.png" in page
+    # the viewer plays each source file by a path relative to the page (a space and an é in the name)
+    import urllib.parse
+
+    viewer = (pred / "viewer.html").read_text()
+    data = json.loads(viewer.split('<script id="data" type="application/json">', 1)[1].split("</script>", 1)[0])
+    assert sorted(v["name"] for v in data["videos"]) == sorted(dets["results"])
+    for v in data["videos"]:
+        assert (pred / urllib.parse.unquote(v["src"])).resolve().is_file() and v["duration"] > 0
 
 
 def test_predict_refuses_features_made_otherwise_naming_both(folder_run, own_videos, tmp_path):

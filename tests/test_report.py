@@ -31,7 +31,7 @@ def small_run(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "features").mkdir()
     for v in videos:
-        np.save(tmp_path / "features" / f"{v}.npy", rng.standard_normal((23, 8)).astype(np.float32))
+        np.save(tmp_path / "features" / f"{v}.npy", rng.standard_normal((23, 2048)).astype(np.float32))
         (tmp_path / "decoded" / v).mkdir(parents=True)
         (tmp_path / "decoded" / v / "meta.json").write_text(json.dumps({"snippet_duration_s": 0.64}))
         atomic_write_json(tmp_path / "features" / f"{v}.json", {
@@ -44,8 +44,8 @@ def small_run(tmp_path):
         torch.manual_seed(i)
         run = tmp_path / "runs" / name
         run.mkdir(parents=True)
-        torch.save({"model": build_model(2, s, 8).state_dict(), "classes": classes, "settings": s.__dict__,
-                    "feature_dim": 8}, run / "model.pt")
+        torch.save({"model": build_model(2, s, 2048).state_dict(), "classes": classes, "settings": s.__dict__,
+                    "feature_dim": 2048}, run / "model.pt")
         localize(str(run / "model.pt"), str(tmp_path / "features"), str(tmp_path / "decoded"), videos,
                  LocalizeSettings(), str(run / "detections.json"), str(run / "scores.npz"), progress=False)
         scores, snippet_s = read_scores(run / "scores.npz")
@@ -62,6 +62,14 @@ def make_report(root):
            str(root / "skipped.json"), sorted(str(p) for p in (root / "features").glob("*.json")),
            str(root / "report"), 2)
     return root / "report"
+
+
+def test_the_report_writes_the_viewer_of_every_run(small_run):
+    out = make_report(small_run)
+    page = (out / "viewer.html").read_text()
+    data = json.loads(page.split('<script id="data" type="application/json">', 1)[1].split("</script>", 1)[0])
+    assert [v["name"] for v in data["videos"]] == ["v1", "v2", "v3"] and set(data["runs"]) == {"d2net", "ce_only"}
+    assert data["videos"][0]["gt"] == [["Jump", 2.0, 6.0]] and all(v["duration"] > 0 for v in data["videos"])
 
 
 def test_report_has_the_table_provenance_skipped_videos_and_plots(small_run):
