@@ -7,7 +7,7 @@ Builds report/viewer.html's page (pipeline/viewer.py) for that many videos (one 
 source) and detections, opens it in Debian's chromium and prints the time from navigation start to the
 end of the page's own rendering (performance.now(), read by the page), beside the same browser opening
 an empty page in the same run. The target is under 2 s. With ``--screenshot`` it instead takes a
-picture of a real run's viewer (the README's), the first videos seeked to their first detection.
+picture of a real run's viewer (the README's picture), the first videos seeked to their first detection.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ mapped the same way, both in [-1, 1], as DeepMind's I3D expects. Snippets
 are batched (``batch_size``), read from the memory-mapped inputs a batch at
 a time, so memory is bounded by one batch. The networks run channels-last,
 in float32 unless ``dtype`` asks for bfloat16 or float16 autocast (any
-device; README "Precision" gives the measured error). A video with zero
+device; docs/gpu.md "Precision" gives the measured error). A video with zero
 snippets (skipped by decode) gets a (0, 2048) file and its reason.
 """
 from __future__ import annotations

@@ -26,10 +26,17 @@ def third_party_imports() -> set[str]:
 
 
 def test_pip_install_in_a_fresh_venv_runs_a_stage_and_declares_what_the_code_imports(tmp_path):
+    import shutil
+
+    src = tmp_path / "src"  # a copy: setuptools builds in the source folder (build/, *.egg-info)
+    for name in ("pipeline", "models"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, src / name)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     py = venv / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(REPO)],
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(src)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     # the dependencies come from the project's .venv (already installed: nothing is downloaded)
