@@ -84,13 +84,13 @@ def test_the_stage_writes_activitynet_results_and_scores(tmp_path):
     from pipeline.train import TrainSettings
 
     s = TrainSettings(dropout=0.0)
-    model = build_model(2, s, feature_dim=8)
-    torch.save({"model": model.state_dict(), "classes": ["a", "b"], "settings": s.__dict__, "feature_dim": 8},
+    model = build_model(2, s, feature_dim=2048)
+    torch.save({"model": model.state_dict(), "classes": ["a", "b"], "settings": s.__dict__, "feature_dim": 2048},
                tmp_path / "model.pt")
     feats = tmp_path / "features"
     feats.mkdir()
     for v, t in (("v1", 30), ("v2", 0)):
-        np.save(feats / f"{v}.npy", np.random.default_rng(0).standard_normal((t, 8)).astype(np.float32))
+        np.save(feats / f"{v}.npy", np.random.default_rng(0).standard_normal((t, 2048)).astype(np.float32))
         (tmp_path / "decoded" / v).mkdir(parents=True)
         (tmp_path / "decoded" / v / "meta.json").write_text(json.dumps({"snippet_duration_s": 0.64}))
     run(str(tmp_path / "model.pt"), str(feats), str(tmp_path / "decoded"), ["v1", "v2"], LocalizeSettings(),
