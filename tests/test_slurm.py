@@ -198,7 +198,7 @@ def test_cancelled_group_job_then_rerun_redoes_only_the_lost_videos(tmp_path, sl
     assert cancelled, f"no group job was caught running part-way:\n{out[-3000:]}"
     assert proc.returncode != 0  # the cancelled job failed the run
     kept = {p.stem: p.stat().st_mtime_ns for p in features.glob("*.npy")}
-    assert 8 <= len(kept) < 16
+    assert 8 <= len(kept) < 16, out[-4000:]
     _, dry = snakemake(work, override, "--profile", str(profile), "--until", "features", "-n")
     lost = 16 - len(kept)
     assert planned_jobs(dry)["features"] == lost, dry[-3000:]
