@@ -72,7 +72,7 @@ onstart:
 # it reaches the jobs through the environment, never `params:`, so changing it reruns nothing
 # (a cluster job re-parses this file and sets the same).
 os.environ["VIDLOC_DECODE_RUNTIME"] = wf.as_runtime(wf.decode_runtime(config))
-os.environ["VIDLOC_ON_BAD_VIDEO"] = config["on_bad_video"]
+os.environ.update(VIDLOC_ON_BAD_VIDEO=config["on_bad_video"])
 os.environ["VIDLOC_FLOW_RUNTIME"] = wf.as_runtime(wf.flow_runtime(config))
 os.environ["VIDLOC_FEATURE_RUNTIME"] = wf.as_runtime(wf.feature_runtime(config))
 os.environ["VIDLOC_TRAIN_RUNTIME"] = wf.as_runtime(wf.train_runtime(config))
