@@ -157,8 +157,10 @@ def main(argv=None) -> int:
     scoring = Scoring(read_table(args.annotations), args.subset,
                       from_dict(LocalizeSettings, json.loads(args.localize), "localize"),
                       from_dict(EvaluationSettings, json.loads(args.evaluation), "evaluation"))
-    points = sorted(Path(args.outputs).glob("iter_*.npz"))
-    videos = read_outputs(points[0])[2] if points else {}
+    videos = []
+    for first in sorted(Path(args.outputs).glob("iter_*.npz"))[:1]:  # every point holds the same videos
+        with np.load(first, allow_pickle=False) as z:  # the key list only, no array read
+            videos = [k.split("/", 1)[1] for k in z.files if k.startswith("wtcam/")]
     rows = curve_rows(args.outputs, test_spans(args.decoded, videos), scoring)
     selected = read_checkpoint(args.model).get("selected") or {}
     write_csv(rows, Path(args.out), selected.get("iteration"))

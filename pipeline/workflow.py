@@ -279,7 +279,7 @@ PER_EXPERIMENT_BLOCKS = ("localize", "evaluation")
 
 
 def _own(config: dict, run: str | None) -> dict:
-    return experiments(config).overrides[run_parts(config, run)[0]] or {} if run else {}
+    return (experiments(config).overrides[run_parts(config, run)[0]] or {}) if run else {}
 
 
 def train_settings(config: dict, run: str | None = None) -> TrainSettings:

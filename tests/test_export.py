@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO, thumos_dir
 from pipeline.annotations import read_thumos14_txt, read_wtalc_npy, write_table
 from pipeline.export import run, save_object_npy
-from pipeline.feature_index import COLUMNS, tsv_text
+from pipeline.feature_index import COLUMNS, read_index, tsv_text
 
 # What numpy 1.x pickles of object arrays reference; numpy 2 also resolves these (numpy.core aliases).
 NUMPY1_GLOBALS = {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
@@ -31,8 +31,9 @@ def pickle_globals(path) -> tuple[set[str], int]:
     return names, proto
 
 
-def write_features(out, ann, videos, rng, stride=16, window=16, fps=25.0, skipped=()):
-    """features/<video>.npy and index.tsv as the features and feature_index stages write them."""
+def write_features(out, ann, videos, rng, stride=16, window=16, fps=25.0, skipped=(), durations=None):
+    """features/<video>.npy and index.tsv as the features and feature_index stages write them; ``durations``:
+    decoded durations to record for some videos (others: the last segment's end + 7.5 s)."""
     fdir = out / "features"
     fdir.mkdir(parents=True)
     rows, paths = [], []
@@ -40,7 +41,7 @@ def write_features(out, ann, videos, rng, stride=16, window=16, fps=25.0, skippe
         n = 0 if v in skipped else int(rng.integers(5, 30))
         np.save(fdir / f"{v}.npy", rng.standard_normal((n, 2048)).astype(np.float32))
         paths.append(str(fdir / f"{v}.npy"))
-        duration = max([s.end_s for s in ann.segments if s.video == v] + [0]) + 7.5  # as decode measures it
+        duration = (durations or {}).get(v, max([s.end_s for s in ann.segments if s.video == v] + [0]) + 7.5)
         rows.append(dict(zip(COLUMNS, [v, "skipped" if v in skipped else "ok", n, fps, window, stride, duration,
                                        "corrupt" if v in skipped else ""])))
     (fdir / "index.tsv").write_text(tsv_text(rows))
@@ -144,11 +145,16 @@ def test_actionformer_layout_loads_as_their_dataset_does(thumos_export):
     assert found == len(videos) - 1
 
 
-def test_activitynet_export_keys_videos_by_youtube_id(tmp_path):
+def activitynet_subset(n_training: int, n_validation: int):
+    """(annotations, videos) of the first real ActivityNet 1.2 videos of each subset."""
     full = read_wtalc_npy(REPO / "data" / "activitynet12" / "ActivityNet1.2-Annotations")
-    videos = [v for v in sorted(full.videos) if full.videos[v][0] == "training"][:3] + \
-             [v for v in sorted(full.videos) if full.videos[v][0] == "validation"][:2]
-    ann = full.restrict_to(videos)
+    videos = [v for v in sorted(full.videos) if full.videos[v][0] == "training"][:n_training] + \
+             [v for v in sorted(full.videos) if full.videos[v][0] == "validation"][:n_validation]
+    return full.restrict_to(videos), videos
+
+
+def test_activitynet_export_keys_videos_by_youtube_id(tmp_path):
+    ann, videos = activitynet_subset(3, 2)
     write_table(ann, tmp_path / "annotations")
     paths = write_features(tmp_path, ann, videos, np.random.default_rng(1))
     run("activitynet12", str(tmp_path / "annotations"), str(tmp_path / "features" / "index.tsv"), paths,
@@ -247,19 +253,12 @@ def test_export_durations_describe_the_features_and_record_a_differing_annotated
     is recorded beside it where they differ by more than the durations stage's tolerance."""
     from pipeline.annotations import DURATION_TOLERANCE_S
 
-    full = read_wtalc_npy(REPO / "data" / "activitynet12" / "ActivityNet1.2-Annotations")
-    videos = [v for v in sorted(full.videos) if full.videos[v][0] == "training"][:2] + \
-             [v for v in sorted(full.videos) if full.videos[v][0] == "validation"][:2]
-    ann = full.restrict_to(videos)
+    ann, videos = activitynet_subset(2, 2)
     write_table(ann, tmp_path / "annotations")
-    paths = write_features(tmp_path, ann, videos, np.random.default_rng(1))
-    rows = (tmp_path / "features" / "index.tsv").read_text().splitlines()
-    decoded = {r.split("\t")[0]: float(r.split("\t")[6]) for r in rows[1:]}
     same = videos[0]  # one video whose decoded duration agrees with its annotation within the tolerance
-    decoded[same] = ann.videos[same][1] + DURATION_TOLERANCE_S / 2
-    (tmp_path / "features" / "index.tsv").write_text("\n".join(
-        [rows[0]] + ["\t".join(r.split("\t")[:6] + [repr(decoded[r.split("\t")[0]])] + r.split("\t")[7:])
-                     for r in rows[1:]]) + "\n")
+    paths = write_features(tmp_path, ann, videos, np.random.default_rng(1),
+                           durations={same: ann.videos[same][1] + DURATION_TOLERANCE_S / 2})
+    decoded = {r["video"]: r["duration_s"] for r in read_index(tmp_path / "features" / "index.tsv")}
     run("activitynet12", str(tmp_path / "annotations"), str(tmp_path / "features" / "index.tsv"), paths,
         str(tmp_path / "export"), ["training", "validation"])
     adir = tmp_path / "export" / "wtalc" / "ActivityNet1.2-Annotations"
@@ -293,11 +292,9 @@ def test_d2net_evaluation_files_for_thumos14(tmp_path):
     names = [n.decode() for n in load_npy(released / "videoname.npy")]
     duration = dict(zip(names, (float(d[0]) for d in load_npy(released / "duration.npy"))))
     videos = sorted(ann.videos)
-    paths = write_features(tmp_path, ann, videos, np.random.default_rng(2))
-    rows = (tmp_path / "features" / "index.tsv").read_text().splitlines()
-    (tmp_path / "features" / "index.tsv").write_text("\n".join(
-        [rows[0]] + ["\t".join(r.split("\t")[:6] + [repr(duration.setdefault(r.split("\t")[0], float(r.split("\t")[6])))]
-                                + r.split("\t")[7:]) for r in rows[1:]]) + "\n")  # the one video W-TALC left out: ours
+    # the released duration.npy's durations (the one video W-TALC left out keeps the helper's)
+    paths = write_features(tmp_path, ann, videos, np.random.default_rng(2), durations=duration)
+    duration = {r["video"]: r["duration_s"] for r in read_index(tmp_path / "features" / "index.tsv")}
     run("thumos14", str(tmp_path / "annotations"), str(tmp_path / "features" / "index.tsv"), paths,
         str(tmp_path / "export"), ["validation", "test"])
     adir = tmp_path / "export" / "wtalc" / "Thumos14reduced-Annotations"
