@@ -121,19 +121,6 @@ def centered_gradient(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return dx, dy
 
 
-def forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward differences, zero in the last column (x) and last row (y)."""
-    dx = F.pad(u[..., 1:] - u[..., :-1], (0, 1))
-    dy = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
-    return dx, dy
-
-
-def divergence(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
-    """Backward differences with v1(., -1) = v2(-1, .) = 0 (the adjoint of forward_gradient)."""
-    return torch.diff(v1, dim=-1, prepend=torch.zeros_like(v1[..., :1])) + \
-        torch.diff(v2, dim=-2, prepend=torch.zeros_like(v2[..., :1, :]))
-
-
 def _batcher_pairs(n: int) -> list[tuple[int, int]]:
     """Comparators of Batcher's odd-even merge sort on n (a power of two) wires."""
     pairs, p = [], 1
@@ -187,7 +174,7 @@ def median5(u: torch.Tensor) -> torch.Tensor:
     A selection network of min/max operations (no sort), so it vectorizes and fuses.
     """
     h, w = u.shape[-2:]
-    padded = F.pad(u.unsqueeze(1), (2, 2, 2, 2), mode="replicate").squeeze(1)
+    padded = F.pad(u.reshape(-1, 1, h, w), (2, 2, 2, 2), mode="replicate").reshape(*u.shape[:-2], h + 4, w + 4)
     v = [padded[..., i:i + h, j:j + w] for i in range(5) for j in range(5)]
     for a, b, keep_min, keep_max in _MEDIAN25:
         lo = torch.minimum(v[a], v[b]) if keep_min else None
@@ -242,38 +229,75 @@ def remap_cubic(images: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> tor
 
 
 # ---------------------------------------------------------------- iterations
+#
+# The solver keeps the two flow components stacked, U = (u1, u2) as (B, 2, H, W), and their dual
+# fields as P (B, 2, 2, H, W) = (p11, p12; p21, p22): every elementwise step then runs once for both
+# components, which halves the operator calls that dominate the eager CPU time. The thresholding
+# step is a clamp (one pass, no masks), and the stencils write into their outputs in place.
+
+FLT_EPSILON = 1.1920929e-07
 
 
-def _warp(I0, stacked, u1, u2):
-    """Warp I1 and its gradient by the flow; the linearised data term's constant part and |grad|^2."""
+def _forward_gradient_stacked(u: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) -> (..., 2, H, W): forward differences (x, y), zero in the last column / row."""
+    g = u.new_zeros(*u.shape[:-2], 2, *u.shape[-2:])
+    torch.sub(u[..., 1:], u[..., :-1], out=g[..., 0, :, :-1])
+    torch.sub(u[..., 1:, :], u[..., :-1, :], out=g[..., 1, :-1, :])
+    return g
+
+
+def _divergence_stacked(p: torch.Tensor) -> torch.Tensor:
+    """(..., 2, H, W) dual fields (x, y) -> (..., H, W): backward differences, p(-1) = 0."""
+    px, py = p[..., 0, :, :], p[..., 1, :, :]
+    d = px + py
+    d[..., 1:] -= px[..., :-1]
+    d[..., 1:, :] -= py[..., :-1, :]
+    return d
+
+
+def forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences, zero in the last column (x) and last row (y)."""
+    return _forward_gradient_stacked(u).unbind(-3)
+
+
+def divergence(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+    """Backward differences with v1(., -1) = v2(-1, .) = 0 (the adjoint of forward_gradient)."""
+    return _divergence_stacked(torch.stack([v1, v2], dim=-3))
+
+
+def _warp(I0, stacked, U):
+    """Warp I1 and its gradient by the flow U (B, 2, H, W).
+
+    Returns the warped gradient Iw (B, 2, H, W), -|grad|^2 with -inf where it is 0 (so that the
+    thresholding step's division gives 0 there, as OpenCV's branch does) and the data term's
+    constant part rho_c.
+    """
+    u1, u2 = U[:, 0], U[:, 1]
     I1w, I1wx, I1wy = remap_cubic(stacked, u1, u2).unbind(1)
+    Iw = torch.stack([I1wx, I1wy], dim=1)
     grad = I1wx * I1wx + I1wy * I1wy
+    neg_grad = torch.where(grad > 0, -grad, -torch.inf)
     rho_c = I1w - I1wx * u1 - I1wy * u2 - I0
-    # Contiguous outputs: the compiled inner step then sees one memory layout and compiles once.
-    return I1wx.contiguous(), I1wy.contiguous(), grad, rho_c
+    return Iw, neg_grad, rho_c
 
 
-def _inner_step(u1, u2, p11, p12, p21, p22, I1wx, I1wy, grad, rho_c, l_t: float, theta: float, taut: float):
-    """One inner iteration: thresholding step, u update, dual update. Returns the new state and the error."""
-    rho = rho_c + (I1wx * u1 + I1wy * u2)
-    lg = l_t * grad
-    fi = torch.where(grad > 1.1920929e-07, -rho / grad, torch.zeros_like(rho))  # FLT_EPSILON
-    d1 = torch.where(rho < -lg, l_t * I1wx, torch.where(rho > lg, -l_t * I1wx, fi * I1wx))
-    d2 = torch.where(rho < -lg, l_t * I1wy, torch.where(rho > lg, -l_t * I1wy, fi * I1wy))
-    v1, v2 = u1 + d1, u2 + d2
-    u1n = v1 + theta * divergence(p11, p12)
-    u2n = v2 + theta * divergence(p21, p22)
-    error = ((u1n - u1) * (u1n - u1) + (u2n - u2) * (u2n - u2)).sum(dim=(-2, -1))
-    u1x, u1y = forward_gradient(u1n)
-    u2x, u2y = forward_gradient(u2n)
-    ng1 = 1.0 + taut * torch.hypot(u1x, u1y)
-    ng2 = 1.0 + taut * torch.hypot(u2x, u2y)
-    return (u1n, u2n, (p11 + taut * u1x) / ng1, (p12 + taut * u1y) / ng1,
-            (p21 + taut * u2x) / ng2, (p22 + taut * u2y) / ng2, error)
+def _inner_step(U, P, Iw, neg_grad, rho_c, l_t: float, theta: float, taut: float):
+    """One inner iteration: thresholding step, U update, dual update. Returns (U, P, error per pair).
+
+    OpenCV's three-way branch on rho against +-lambda*theta*|grad|^2 is the clamp of -rho/|grad|^2
+    to +-lambda*theta: the step is that factor times the warped gradient.
+    """
+    rho = torch.addcmul(rho_c, Iw[:, 0], U[:, 0]).addcmul_(Iw[:, 1], U[:, 1])
+    c = torch.div(rho, neg_grad).clamp_(-l_t, l_t)
+    Un = torch.addcmul(U, Iw, c.unsqueeze(1)).add_(_divergence_stacked(P), alpha=theta)
+    error = (Un - U).square_().sum(dim=(1, 2, 3))
+    G = _forward_gradient_stacked(Un)  # (B, 2, 2, H, W)
+    ng = torch.hypot(G[:, :, 0], G[:, :, 1]).mul_(taut).add_(1.0)
+    return Un, torch.add(P, G, alpha=taut).div_(ng.unsqueeze(2)), error
 
 
-def _median_pair(u1, u2):
-    return median5(u1), median5(u2)
+def _median(U):
+    return (median5(U),)
 
 
 _KERNELS: dict[bool, tuple] = {}
@@ -282,12 +306,12 @@ _KERNELS: dict[bool, tuple] = {}
 def _kernels(compile: bool):
     """(warp, median, inner step), compiled once per process when asked; shapes are dynamic."""
     if compile not in _KERNELS:
-        fns = (_warp, _median_pair, _inner_step)
+        fns = (_warp, _median, _inner_step)
         _KERNELS[compile] = tuple(torch.compile(f, dynamic=True) for f in fns) if compile else fns
     return _KERNELS[compile]
 
 
-def _one_scale(I0, I1, u1, u2, p: TVL1Params, compile: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _one_scale(I0, I1, U, p: TVL1Params, compile: bool) -> torch.Tensor:
     """All warps of one pyramid level.
 
     Each pair stops when OpenCV would stop it: its squared update summed over
@@ -301,14 +325,14 @@ def _one_scale(I0, I1, u1, u2, p: TVL1Params, compile: bool) -> tuple[torch.Tens
     l_t, taut = p.lambda_ * p.theta, p.tau / p.theta
     I1x, I1y = centered_gradient(I1)
     stacked = torch.stack([I1, I1x, I1y], dim=1)
-    state = [u1, u2] + [torch.zeros_like(u1) for _ in range(4)]  # u1, u2, p11, p12, p21, p22
+    state = [U, U.new_zeros(U.shape[0], 2, 2, h, w)]  # U, P
     for _ in range(p.warps):
-        data = list(warp(I0, stacked, state[0], state[1]))
-        idx = torch.arange(u1.shape[0], device=u1.device)  # the pairs still iterating
+        data = list(warp(I0, stacked, state[0]))
+        idx = torch.arange(U.shape[0], device=U.device)  # the pairs still iterating
         sub = list(state)
         for _ in range(p.outer_iterations):
             if p.median_filtering > 1:
-                sub[0], sub[1] = median(sub[0], sub[1])
+                sub[0], = median(sub[0])
             for _ in range(p.inner_iterations):
                 *sub, error = step(*sub, *data, l_t, p.theta, taut)
                 done = error <= scaled_eps
@@ -325,7 +349,7 @@ def _one_scale(I0, I1, u1, u2, p: TVL1Params, compile: bool) -> tuple[torch.Tens
                 break
         for full, part in zip(state, sub):
             full[idx] = part
-    return state[0], state[1]
+    return state[0]
 
 
 @torch.no_grad()
@@ -347,12 +371,10 @@ def tvl1(frame0: torch.Tensor, frame1: torch.Tensor, params: TVL1Params = TVL1Pa
     for size in sizes[1:]:
         pyr0.append(resize_linear(pyr0[-1], size, (step, step)))
         pyr1.append(resize_linear(pyr1[-1], size, (step, step)))
-    u1 = torch.zeros_like(pyr0[-1])
-    u2 = torch.zeros_like(pyr0[-1])
+    U = I0.new_zeros(I0.shape[0], 2, *sizes[-1])
     for s in range(len(sizes) - 1, -1, -1):
-        u1, u2 = _one_scale(pyr0[s], pyr1[s], u1, u2, params, compile)
+        U = _one_scale(pyr0[s], pyr1[s], U, params, compile)
         if s == 0:
             break
-        u1 = resize_linear(u1, sizes[s - 1]) * (1.0 / params.scale_step)
-        u2 = resize_linear(u2, sizes[s - 1]) * (1.0 / params.scale_step)
-    return torch.stack([u1, u2], dim=-1)
+        U = resize_linear(U, sizes[s - 1]) * (1.0 / params.scale_step)
+    return U.permute(0, 2, 3, 1).contiguous()
