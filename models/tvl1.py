@@ -28,9 +28,12 @@ the pairs would compute one by one. The same code runs on CPU and CUDA;
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental import _config as fx_config
 
 from models.tvl1_params import TVL1Params
 
@@ -136,53 +139,68 @@ def _batcher_pairs(n: int) -> list[tuple[int, int]]:
     return pairs
 
 
-def _median25_network() -> list[tuple[int, int, bool, bool]]:
-    """A min/max network whose wire 12 ends as the median of wires 0-24.
+def _selection_network(lengths: list[int], ranks: list[int]) -> tuple[list, list[int]]:
+    """Min/max steps that take sorted lists (concatenated on wires 0..n-1) to the values of the given ranks.
 
-    Batcher's network for 32 wires with wires 25-31 fixed at +inf: a
-    comparator against an infinite wire only relabels wires, so those are
-    folded away by renaming; then every comparator that cannot reach the
-    median's wire is pruned (113 remain). Each entry is (a, b, keep_min,
-    keep_max): wire a takes the min, b the max, each computed only if used later.
+    Built from Batcher's network for the next power of two with each list on its own group of wires
+    and the spare wires at +inf: a comparator against an infinite wire only relabels wires and is
+    folded away; one that never exchanges on any input of sorted 0/1 lists never exchanges on any
+    sorted input (0-1 principle) and is dropped; then every comparator that cannot reach a wanted
+    rank is pruned. Returns [(a, b, keep_min, keep_max)] (wire a takes the min, b the max, each only
+    if used later) and the wire holding each wanted rank.
     """
-    wire = list(range(32))  # logical wire -> physical slot; slots 25-31 hold +inf
+    group = 1 << (max(lengths) - 1).bit_length()
+    n_wires = 1 << (group * len(lengths) - 1).bit_length()
+    n = sum(lengths)
+    first = [group * k + i for k, length in enumerate(lengths) for i in range(length)]
+    slot = {w: i for i, w in enumerate(first)}
+    slot.update({w: n + i for i, w in enumerate(w for w in range(n_wires) if w not in slot)})
+    wire = [slot[w] for w in range(n_wires)]  # logical wire -> slot; slots >= n hold +inf
     ops = []
-    for a, b in _batcher_pairs(32):
+    for a, b in _batcher_pairs(n_wires):
         pa, pb = wire[a], wire[b]
-        if pb >= 25:
-            continue  # min(x, inf) = x stays on a, inf stays on b
-        if pa >= 25:
-            wire[a], wire[b] = pb, pa  # the finite value moves down to a
+        if pb >= n:
+            continue
+        if pa >= n:
+            wire[a], wire[b] = pb, pa
             continue
         ops.append((pa, pb))
-    live, net = {wire[12]}, []
-    for pa, pb in reversed(ops):
-        need_a, need_b = pa in live, pb in live
-        if need_a or need_b:
-            net.append((pa, pb, need_a, need_b))
-            live |= {pa, pb}
-    net.reverse()
-    return net, wire[12]
+    sorted01 = [[np.r_[np.zeros(length - k, np.uint8), np.ones(k, np.uint8)] for k in range(length + 1)]
+                for length in lengths]
+    v = np.array([np.concatenate(c) for c in itertools.product(*sorted01)]).T  # (n, cases)
+    exchanging = []
+    for a, b in ops:
+        if (v[a] > v[b]).any():
+            v[a], v[b] = np.minimum(v[a], v[b]), np.maximum(v[a], v[b])
+            exchanging.append((a, b))
+    outs = [wire[r] for r in ranks]
+    assert all((v[o] == (v.sum(0) >= n - r)).all() for o, r in zip(outs, ranks))
+    live, net = set(outs), []
+    for a, b in reversed(exchanging):
+        if a in live or b in live:
+            net.append((a, b, a in live, b in live))
+            live |= {a, b}
+    return net[::-1], outs
 
 
-_MEDIAN25, _MEDIAN25_OUT = _median25_network()
-
-
-def median5(u: torch.Tensor) -> torch.Tensor:
-    """5x5 median with replicated border, as ``cv2.medianBlur(u, 5)`` on float images.
-
-    A selection network of min/max operations (no sort), so it vectorizes and fuses.
-    """
-    h, w = u.shape[-2:]
-    padded = F.pad(u.reshape(-1, 1, h, w), (2, 2, 2, 2), mode="replicate").reshape(*u.shape[:-2], h + 4, w + 4)
-    v = [padded[..., i:i + h, j:j + w] for i in range(5) for j in range(5)]
-    for a, b, keep_min, keep_max in _MEDIAN25:
+def _run_network(net, outs, v: list) -> list:
+    v = list(v)
+    for a, b, keep_min, keep_max in net:
         lo = torch.minimum(v[a], v[b]) if keep_min else None
         if keep_max:
             v[b] = torch.maximum(v[a], v[b])
         if keep_min:
             v[a] = lo
-    return v[_MEDIAN25_OUT]
+    return [v[o] for o in outs]
+
+
+# The 5x5 median in stages shared between neighbouring windows (90 min/max per pixel instead of 202
+# for one network on the 25 values): each column of 5 sorted once, pairs of neighbouring sorted
+# columns merged, two such pairs merged (only the ranks that can be the median kept), and the
+# window's fifth column joined by the k-th-of-two-sorted-lists identity.
+_SORT5 = _selection_network([1] * 5, list(range(5)))
+_MERGE_5_5 = _selection_network([5, 5], list(range(10)))
+_MERGE_10_10 = _selection_network([10, 10], list(range(7, 13)))
 
 
 # ------------------------------------------------------------------ warping
@@ -240,6 +258,9 @@ FLT_EPSILON = 1.1920929e-07
 
 def _forward_gradient_stacked(u: torch.Tensor) -> torch.Tensor:
     """(..., H, W) -> (..., 2, H, W): forward differences (x, y), zero in the last column / row."""
+    if torch.compiler.is_compiling():  # Dynamo takes no strided out=; Inductor fuses this form anyway
+        return torch.stack([F.pad(u[..., 1:] - u[..., :-1], (0, 1)),
+                            F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))], dim=-3)
     g = u.new_zeros(*u.shape[:-2], 2, *u.shape[-2:])
     torch.sub(u[..., 1:], u[..., :-1], out=g[..., 0, :, :-1])
     torch.sub(u[..., 1:, :], u[..., :-1, :], out=g[..., 1, :-1, :])
@@ -249,6 +270,8 @@ def _forward_gradient_stacked(u: torch.Tensor) -> torch.Tensor:
 def _divergence_stacked(p: torch.Tensor) -> torch.Tensor:
     """(..., 2, H, W) dual fields (x, y) -> (..., H, W): backward differences, p(-1) = 0."""
     px, py = p[..., 0, :, :], p[..., 1, :, :]
+    if torch.compiler.is_compiling():  # shifted reads: Inductor's loads stay unmasked but for the border
+        return px - F.pad(px[..., :-1], (1, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
     d = px + py
     d[..., 1:] -= px[..., :-1]
     d[..., 1:, :] -= py[..., :-1, :]
@@ -281,8 +304,8 @@ def _warp(I0, stacked, U):
     return Iw, neg_grad, rho_c
 
 
-def _inner_step(U, P, Iw, neg_grad, rho_c, l_t: float, theta: float, taut: float):
-    """One inner iteration: thresholding step, U update, dual update. Returns (U, P, error per pair).
+def _update_u(U, P, Iw, neg_grad, rho_c, l_t: float, theta: float):
+    """The thresholding step and the flow update of one inner iteration: (new U, squared update per pair).
 
     OpenCV's three-way branch on rho against +-lambda*theta*|grad|^2 is the clamp of -rho/|grad|^2
     to +-lambda*theta: the step is that factor times the warped gradient.
@@ -290,24 +313,71 @@ def _inner_step(U, P, Iw, neg_grad, rho_c, l_t: float, theta: float, taut: float
     rho = torch.addcmul(rho_c, Iw[:, 0], U[:, 0]).addcmul_(Iw[:, 1], U[:, 1])
     c = torch.div(rho, neg_grad).clamp_(-l_t, l_t)
     Un = torch.addcmul(U, Iw, c.unsqueeze(1)).add_(_divergence_stacked(P), alpha=theta)
-    error = (Un - U).square_().sum(dim=(1, 2, 3))
-    G = _forward_gradient_stacked(Un)  # (B, 2, 2, H, W)
+    return Un, (Un - U).square_().sum(dim=(1, 2, 3))
+
+
+def _update_p(U, P, taut: float):
+    """The dual step of one inner iteration: P moved along the forward gradient of U, then normalized.
+
+    Apart from _update_u: fused together, the compiler recomputes U at each stencil neighbour.
+    """
+    G = _forward_gradient_stacked(U)  # (B, 2, 2, H, W)
     ng = torch.hypot(G[:, :, 0], G[:, :, 1]).mul_(taut).add_(1.0)
-    return Un, torch.add(P, G, alpha=taut).div_(ng.unsqueeze(2)), error
+    return torch.add(P, G, alpha=taut).div_(ng.unsqueeze(2))
 
 
-def _median(U):
-    return (median5(U),)
+def _median_network(padded: torch.Tensor) -> torch.Tensor:
+    """The 5x5 median of every window of an already padded (..., H + 4, W + 4) image."""
+    h, w = padded.shape[-2] - 4, padded.shape[-1] - 4
+    cols = _run_network(*_SORT5, [padded[..., i:i + h, :] for i in range(5)])  # width W + 4
+    pairs = _run_network(*_MERGE_5_5, [c[..., :-1] for c in cols] + [c[..., 1:] for c in cols])  # W + 3
+    fours = _run_network(*_MERGE_10_10, [t[..., :-2] for t in pairs] + [t[..., 2:] for t in pairs])  # W + 1
+    # The 13th of the 4 columns' sorted 20 (x) and the fifth column's sorted 5 (y):
+    # min over j of max(x[12 - j], y[j - 1]), of which x's ranks 7-12 take part.
+    x = [t[..., :w] for t in fours]  # ranks 7..12
+    y = [c[..., 4:] for c in cols]
+    med = x[5]
+    for j in range(1, 6):
+        med = torch.minimum(med, torch.maximum(x[5 - j], y[j - 1]))
+    return med
+
+
+def _replicate_pad2(u: torch.Tensor) -> torch.Tensor:
+    h, w = u.shape[-2:]
+    return F.pad(u.reshape(-1, 1, h, w), (2, 2, 2, 2), mode="replicate").reshape(*u.shape[:-2], h + 4, w + 4)
+
+
+def median5(u: torch.Tensor) -> torch.Tensor:
+    """5x5 median with replicated border, as ``cv2.medianBlur(u, 5)`` on float images.
+
+    A selection network of min/max operations (no sort), so it vectorizes and fuses. The border is
+    padded before the network: in compiled code, replicated reads would be clamped gathers.
+    """
+    return _median_network(_replicate_pad2(u))
 
 
 _KERNELS: dict[bool, tuple] = {}
 
 
+def _compiled(fn):
+    """``fn`` compiled for any image size and batch (a batch of 1 gets its own kernels).
+
+    Without duck sizing: otherwise a first batch of 2 pairs would be traced as "batch == the
+    component axis" and every other batch size would compile again.
+    """
+    compiled = torch.compile(fn, dynamic=True)
+
+    def call(*args):
+        with fx_config.patch(use_duck_shape=False):
+            return compiled(*args)
+    return call
+
+
 def _kernels(compile: bool):
-    """(warp, median, inner step), compiled once per process when asked; shapes are dynamic."""
+    """(warp, median network, U update, P update), compiled once per process when asked."""
     if compile not in _KERNELS:
-        fns = (_warp, _median, _inner_step)
-        _KERNELS[compile] = tuple(torch.compile(f, dynamic=True) for f in fns) if compile else fns
+        fns = (_warp, _median_network, _update_u, _update_p)
+        _KERNELS[compile] = tuple(_compiled(f) for f in fns) if compile else fns
     return _KERNELS[compile]
 
 
@@ -319,7 +389,7 @@ def _one_scale(I0, I1, U, p: TVL1Params, compile: bool) -> torch.Tensor:
     rounds of a warp). Pairs that stop leave the batch, so a batch costs the
     sum of its pairs' iterations, not the slowest pair's times the batch size.
     """
-    warp, median, step = _kernels(compile)
+    warp, median, update_u, update_p = _kernels(compile)
     h, w = I0.shape[-2:]
     scaled_eps = float(np.float32(p.epsilon * p.epsilon * h * w))
     l_t, taut = p.lambda_ * p.theta, p.tau / p.theta
@@ -332,9 +402,10 @@ def _one_scale(I0, I1, U, p: TVL1Params, compile: bool) -> torch.Tensor:
         sub = list(state)
         for _ in range(p.outer_iterations):
             if p.median_filtering > 1:
-                sub[0], = median(sub[0])
+                sub[0] = median(_replicate_pad2(sub[0]))
             for _ in range(p.inner_iterations):
-                *sub, error = step(*sub, *data, l_t, p.theta, taut)
+                U_new, error = update_u(*sub, *data, l_t, p.theta)
+                sub = [U_new, update_p(U_new, sub[1], taut)]
                 done = error <= scaled_eps
                 if bool(done.any()):
                     for full, part in zip(state, sub):
