@@ -322,7 +322,8 @@ def _update_p(U, P, taut: float):
     Apart from _update_u: fused together, the compiler recomputes U at each stencil neighbour.
     """
     G = _forward_gradient_stacked(U)  # (B, 2, 2, H, W)
-    ng = torch.hypot(G[:, :, 0], G[:, :, 1]).mul_(taut).add_(1.0)
+    gx, gy = G[:, :, 0], G[:, :, 1]
+    ng = (gx * gx).addcmul_(gy, gy).sqrt_().mul_(taut).add_(1.0)  # as OpenCV; hypot is 4x slower in eager
     return torch.add(P, G, alpha=taut).div_(ng.unsqueeze(2))
 
 
