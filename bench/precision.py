@@ -84,14 +84,15 @@ def i3d_rows(snippets: np.ndarray, flow_q: np.ndarray, device: str, repeats: int
 def stored_in(kernels: tuple, dtype: torch.dtype):
     """models/tvl1's eager ``kernels`` with every tensor they return rounded to ``dtype`` (the stop test's
     error stays float32, as a fused kernel would reduce it)."""
-    warp, median, step = kernels
+    warp, median, update_u, update_p = kernels
     r = lambda t: t.to(dtype).to(torch.float32)
 
-    def step_r(*a):
-        *state, error = step(*a)
-        return (*[r(t) for t in state], error)
+    def update_u_r(*a):
+        u, error = update_u(*a)
+        return r(u), error
 
-    return (lambda *a: tuple(r(t) for t in warp(*a)), lambda *a: tuple(r(t) for t in median(*a)), step_r)
+    return (lambda *a: tuple(r(t) for t in warp(*a)), lambda *a: r(median(*a)), update_u_r,
+            lambda *a: r(update_p(*a)))
 
 
 def tvl1_rows(frames: np.ndarray, device: torch.device):

@@ -1,18 +1,29 @@
 """TV-L1 speed: ours (models/tvl1.py) vs OpenCV's DualTVL1 on the same frame pairs, in the same run.
 
-    python bench/tvl1.py [--pairs 16] [--sizes 224x224 340x256] [--batch 8 16]
+    python bench/tvl1.py [--pairs 8] [--sizes 224x224 340x256] [--batch 8] [--threads 2] [--contention]
 
-CPU: both get 2 threads (torch.set_num_threads, cv2.setNumThreads); ours is
-timed after its torch.compile warm-up (reported separately). Printed per
-size: seconds per pair for each, the ratio ours/OpenCV (<= 1.0: ours no
-slower) and the mean endpoint difference between the two flows. With a
-CUDA device, ours is also timed on the GPU with the batch size swept,
-as pairs/s and as a multiple of OpenCV's 2-thread CPU rate.
+Every table starts with the CPU (model, cores, vector extensions): the ratios depend on it. CPU: ours
+and OpenCV get the same threads (torch.set_num_threads, cv2.setNumThreads) and are timed in
+alternating rounds, so that a neighbour's load on a shared machine falls on both; the ratio is the
+median of the rounds' ratios (<= 1.0: ours no slower). The compile is timed apart, in fresh
+processes: once with an empty cache (cold) and once with the kernels the first left (warm). From
+these the script prints the constants pipeline/flow.py decides ``compile: auto`` with, the
+break-even video length, and a one-minute video's whole flow job (compile included) against
+OpenCV's time for the same pairs. ``--contention`` compares, on all cores, one job with all threads
+against one single-threaded job per core (what Snakemake runs with flow.threads 1). With a CUDA
+device, ours is also timed on the GPU with the batch size swept.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +33,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.tvl1 import TVL1Params, opencv_tvl1, tvl1  # noqa: E402
+from pipeline.flow import COMPILE_S, COMPILED_FRACTION, EAGER_S_PER_UNIT, iteration_units  # noqa: E402
+
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_description() -> str:
+    """'<model>, <n> cores, <vector extensions>' from /proc/cpuinfo (the platform's name elsewhere)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    have = [f for f in VECTOR_FLAGS if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(have) or 'no flags read'}"
 
 
 def frames(n_pairs: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +74,8 @@ def frames(n_pairs: int, width: int, height: int) -> tuple[np.ndarray, np.ndarra
     return np.stack(a), np.stack(b)
 
 
-def time_ours(a, b, batch: int, device: str, compile: bool) -> tuple[float, np.ndarray]:
+def run_ours(a, b, batch: int, device: str, compile: bool) -> tuple[float, np.ndarray]:
+    """Seconds per pair and the flows."""
     out = []
     if device == "cuda":
         torch.cuda.synchronize()
@@ -58,44 +89,132 @@ def time_ours(a, b, batch: int, device: str, compile: bool) -> tuple[float, np.n
     return (time.perf_counter() - t) / len(a), np.concatenate(out)
 
 
+def run_opencv(a, b) -> tuple[float, np.ndarray]:
+    tv = opencv_tvl1()
+    t = time.perf_counter()
+    flows = np.stack([tv.calc(x, y, None) for x, y in zip(a, b)])
+    return (time.perf_counter() - t) / len(a), flows
+
+
+def compile_seconds(cache: Path, threads: int) -> float:
+    """The first compiled call's extra time in a fresh process (Dynamo's tracing is never cached)."""
+    out = subprocess.run([sys.executable, __file__, "--worker", "compile", "--threads", str(threads)],
+                         env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache),
+                              "TORCHINDUCTOR_COMPILE_THREADS": str(threads)},
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["seconds"]
+
+
+def worker(kind: str, threads: int, pairs: int, size: tuple[int, int]) -> None:
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    if kind == "compile":
+        a, b = frames(2, 64, 64)
+        t = time.perf_counter()
+        run_ours(a, b, 2, "cpu", True)
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        run_ours(a, b, 2, "cpu", True)
+        print(json.dumps({"seconds": first - (time.perf_counter() - t)}))
+        return
+    a, b = frames(pairs, *size)
+    t = time.perf_counter()
+    if kind == "opencv":
+        run_opencv(a, b)
+    else:
+        run_ours(a, b, 8, "cpu", False)
+    print(json.dumps({"seconds": time.perf_counter() - t}))
+
+
+def contention(pairs: int, size: tuple[int, int]) -> None:
+    """All cores: one job with every thread vs one single-threaded job per core, each a share of the pairs."""
+    cores = os.cpu_count() or 1
+    print(f"\nThreads under contention, {size[0]}x{size[1]}, {pairs} pairs in all, wall seconds:")
+    for kind in ("ours", "opencv"):
+        def jobs(n_jobs: int, threads: int) -> float:
+            t = time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, __file__, "--worker", kind, "--threads", str(threads),
+                                       "--pairs", str(pairs // n_jobs), "--sizes", f"{size[0]}x{size[1]}"],
+                                      stdout=subprocess.DEVNULL) for _ in range(n_jobs)]
+            if any(p.wait() for p in procs):
+                raise RuntimeError(f"a {kind} worker failed")
+            return time.perf_counter() - t
+
+        one, many = jobs(1, cores), jobs(cores, 1)
+        print(f"  {kind:<7} 1 job x {cores} threads {one:7.1f}   {cores} jobs x 1 thread {many:7.1f}   "
+              f"ratio {many / one:.2f} (< 1: one thread per job is faster)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pairs", type=int, default=16)
+    ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--sizes", nargs="+", default=["224x224", "340x256"])
-    ap.add_argument("--batch", nargs="+", type=int, default=[8, 16])
+    ap.add_argument("--batch", type=int, default=8, help="pairs per call of ours (the flow stage's batch_size)")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gpu-batch", nargs="+", type=int, default=[16, 64, 128, 256])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--contention", action="store_true", help="also time one job x all threads vs jobs x 1 thread")
+    ap.add_argument("--worker", choices=["compile", "ours", "opencv"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    sizes = [tuple(map(int, s.split("x"))) for s in args.sizes]
+    if args.worker:
+        worker(args.worker, args.threads, args.pairs, sizes[0])
+        return 0
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
+    print(f"CPU: {cpu_description()}")
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, {args.threads} threads, {args.pairs} pairs of "
-          f"bikes.mp4, OpenCV default parameters {TVL1Params()}")
-    for size in args.sizes:
-        w, h = map(int, size.split("x"))
+          f"bikes.mp4 per size, batch {args.batch}, OpenCV's default parameters")
+    cache = tempfile.mkdtemp(prefix="tvl1-compile-")
+    try:
+        cold = compile_seconds(Path(cache), args.threads)
+        warm = compile_seconds(Path(cache), args.threads)
+        print(f"torch.compile: cold cache {cold:.0f} s, warm cache {warm:.0f} s (each a fresh process)")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        a, b = frames(2, 64, 64)
+        run_ours(a, b, 2, "cpu", True)  # this process's own compile, from that cache
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    p = TVL1Params()
+    for w, h in sizes:
         a, b = frames(args.pairs, w, h)
-        tv = opencv_tvl1()
-        t = time.perf_counter()
-        ref = np.stack([tv.calc(x, y, None) for x, y in zip(a, b)])
-        t_cv = (time.perf_counter() - t) / len(a)
-        print(f"\n{w}x{h}: OpenCV CPU {t_cv * 1e3:.0f} ms/pair ({1 / t_cv:.2f} pairs/s)")
-        t = time.perf_counter()
-        time_ours(a[:2], b[:2], 2, "cpu", True)  # compile and warm up
-        print(f"  torch.compile warm-up {time.perf_counter() - t:.1f} s (once per process)")
-        for batch in args.batch:
-            for compile in (False, True):
-                t_ours, flow = time_ours(a, b, batch, "cpu", compile)
-                epe = np.linalg.norm(flow - ref, axis=-1).mean()
-                print(f"  ours CPU batch {batch:3d} {'compiled' if compile else 'eager   '}: {t_ours * 1e3:6.0f} ms/pair"
-                      f"  ratio ours/OpenCV {t_ours / t_cv:.2f}  mean EPE to OpenCV {epe:.3f} px")
+        rows = {"opencv": [], "eager": [], "compiled": []}
+        for _ in range(args.rounds):
+            rows["opencv"].append(run_opencv(a, b))
+            rows["eager"].append(run_ours(a, b, args.batch, "cpu", False))
+            rows["compiled"].append(run_ours(a, b, args.batch, "cpu", True))
+        t_cv = statistics.median(t for t, _ in rows["opencv"])
+        ref = rows["opencv"][0][1]
+        print(f"\n{w}x{h}: OpenCV {t_cv * 1e3:.0f} ms/pair")
+        t_ours = {}
+        for name in ("eager", "compiled"):
+            t_ours[name] = statistics.median(t for t, _ in rows[name])
+            ratio = statistics.median(t / tc for (t, _), (tc, _) in zip(rows[name], rows["opencv"]))
+            epe = np.linalg.norm(rows[name][0][1] - ref, axis=-1).mean()
+            print(f"  ours {name:<8} {t_ours[name] * 1e3:6.0f} ms/pair  ratio ours/OpenCV {ratio:.2f}  "
+                  f"mean EPE to OpenCV {epe:.3f} px")
+        units = iteration_units(1, h, w, p)
+        fraction = t_ours["compiled"] / t_ours["eager"]
+        print(f"  measured: EAGER_S_PER_UNIT = {t_ours['eager'] / units:.2g}, COMPILED_FRACTION = {fraction:.2f} "
+              f"(pipeline/flow.py uses {EAGER_S_PER_UNIT:.2g}, {COMPILED_FRACTION:.2f}, compile {COMPILE_S})")
+        saved = t_ours["eager"] - t_ours["compiled"]
+        if saved > 0:
+            print(f"  compiling pays from {warm / saved:.0f} pairs ({warm / saved / 25:.1f} s at 25 fps) with a warm "
+                  f"cache, {cold / saved:.0f} pairs ({cold / saved / 25:.1f} s) with a cold one")
+        n = 60 * 25
+        print(f"  a 1-minute video ({n} pairs): whole flow job compiled, warm cache "
+              f"{(warm + n * t_ours['compiled']) / (n * t_cv):.2f} x OpenCV's time; eager {t_ours['eager'] / t_cv:.2f} x")
         if torch.cuda.is_available():
             name = torch.cuda.get_device_name()
             big_a, big_b = np.concatenate([a] * 16), np.concatenate([b] * 16)
             for batch in args.gpu_batch:
-                time_ours(big_a[:batch], big_b[:batch], batch, "cuda", True)  # warm-up
-                t_gpu, flow = time_ours(big_a, big_b, batch, "cuda", True)
+                run_ours(big_a[:batch], big_b[:batch], batch, "cuda", True)  # warm-up
+                t_gpu, flow = run_ours(big_a, big_b, batch, "cuda", True)
                 epe = np.linalg.norm(flow[:len(ref)] - ref, axis=-1).mean()
                 print(f"  ours {name} batch {batch:3d}: {1 / t_gpu:8.1f} pairs/s = {t_cv / t_gpu:6.1f}x OpenCV CPU"
                       f"  mean EPE to OpenCV {epe:.3f} px")
+    if args.contention:
+        contention(8 * (os.cpu_count() or 1), sizes[0])
     return 0
 
 

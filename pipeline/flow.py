@@ -21,6 +21,7 @@ recorded as skipped again.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -31,9 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.tvl1 import opencv_tvl1, rgb_to_gray, tvl1
+import models.tvl1 as tvl1_module
+from models.tvl1 import TVL1Params, opencv_tvl1, pyramid_sizes, rgb_to_gray, tvl1
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
+from pipeline.nodelocal import private_dir
 from pipeline.progress import progress_bar
 from pipeline.runtime import torch_device
 from pipeline.settings import FlowRuntime, FlowSettings, from_dict
@@ -66,24 +69,90 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return rgb_to_gray(torch.from_numpy(np.array(rgb))).numpy()  # a writable copy of the memory-mapped frames
 
 
-COMPILE_MIN_PAIRS = 2000
+# When torch.compile pays on a CPU. `python bench/tvl1.py` measures these on the machine it runs on and
+# prints them; these come from a 2-core Intel Xeon (Sapphire Rapids, AVX-512), 2 threads, 224x224, OpenCV's
+# parameters. Eager time grows with the pixels times the iteration budget of every pyramid level; compiled
+# kernels take a fixed fraction of it; the compile itself costs a fixed time, less when the node's
+# compile cache already holds the kernels (Dynamo still traces).
+EAGER_S_PER_UNIT = 4.2e-9  # eager seconds per pixel-iteration of the budget (warps x outer x inner)
+COMPILED_FRACTION = 0.75  # compiled time / eager time
+COMPILE_S = {"warm": 17.0, "cold": 71.0}
+
+
+def iteration_units(n_pairs: int, h: int, w: int, p: TVL1Params) -> float:
+    """Pixels times the iteration budget over the pyramid, for ``n_pairs`` pairs of (h, w) frames."""
+    pixels = sum(ph * pw for ph, pw in pyramid_sizes(h, w, p.nscales, p.scale_step))
+    return float(n_pairs) * pixels * p.warps * p.outer_iterations * p.inner_iterations
+
+
+def compile_pays(n_pairs: int, h: int, w: int, p: TVL1Params, cache: str) -> tuple[bool, str]:
+    """Whether compiling saves more than it costs for this video on the CPU; the reason in words."""
+    eager_s = iteration_units(n_pairs, h, w, p) * EAGER_S_PER_UNIT
+    saved_s = eager_s * (1.0 - COMPILED_FRACTION)
+    pays = saved_s > COMPILE_S[cache]
+    return pays, (f"{n_pairs} pairs of {w}x{h}: compiling would save about {saved_s:.0f} s of {eager_s:.0f} s "
+                  f"and cost about {COMPILE_S[cache]:.0f} s ({cache} compile cache)")
+
+
+def compile_cache_dir(runtime: FlowRuntime) -> Path:
+    """The compiled kernels' folder: the setting, else this user's private folder on the node.
+
+    Under /tmp rather than the job's TMPDIR: a scheduler wipes the job's folder at the job's end, and
+    the kernels are worth keeping for every later run of the user on that node (docs/gpu.md).
+    """
+    if runtime.cache_dir:
+        path = Path(runtime.cache_dir).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return private_dir("torch-compile", base="/tmp")
+
+
+def _warm_marker(cache: Path) -> Path:
+    """A file that says this torch has compiled this TV-L1 code into ``cache`` before."""
+    code = hashlib.sha1(Path(tvl1_module.__file__).read_bytes()).hexdigest()[:12]
+    return cache / f"tvl1-{torch.__version__}-{code}.compiled"
 
 
 class _TorchFlow:
-    def __init__(self, settings: FlowSettings, runtime: FlowRuntime, n_pairs: int):
+    def __init__(self, settings: FlowSettings, runtime: FlowRuntime, n_pairs: int, size: tuple[int, int]):
         self.device = torch_device(runtime.device, runtime.threads, "flow")
         self.params = settings.tvl1
         self.compile = runtime.compile
+        self.compile_record: dict = {"asked": runtime.compile}
+        cache = None
+        if self.compile is not False:
+            cache = compile_cache_dir(runtime)
+            self.compile_record.update(cache_dir=str(cache),
+                                       cache="warm" if _warm_marker(cache).exists() else "cold")
         if self.compile == "auto":
-            self.compile = self.device.type == "cuda" or n_pairs >= COMPILE_MIN_PAIRS
-        if self.compile and runtime.cache_dir:
-            # Inductor's on-disk caches (FX graphs, kernels) shared by the run's flow jobs
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(runtime.cache_dir).resolve() / "inductor"))
+            if self.device.type == "cuda":
+                self.compile, why = True, "on a GPU compiling always pays"
+            else:
+                self.compile, why = compile_pays(n_pairs, *size, self.params, self.compile_record["cache"])
+            self.compile_record["why"] = why
+        self.compile_record["compiled"] = self.compile
+        if self.compile:
+            # Inductor's and Triton's caches in the node's private folder, shared by this user's runs there;
+            # compile workers limited to the job's threads, so that a cold compile stays in the job's cores
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+            os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
+            os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(runtime.threads, 1)))
+            self._marker = _warm_marker(cache)
 
     def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
         a = torch.from_numpy(gray0).to(self.device)
         b = torch.from_numpy(gray1).to(self.device)
         return tvl1(a, b, self.params, compile=self.compile).cpu().numpy()
+
+    def finish(self) -> dict:
+        """What compiling did (cache hits and misses), with the decision; marks the cache warm."""
+        if self.compile:
+            from torch._dynamo.utils import counters
+
+            self.compile_record.update(cache_hits=counters["inductor"]["fxgraph_cache_hit"],
+                                       cache_misses=counters["inductor"]["fxgraph_cache_miss"])
+            self._marker.touch()
+        return self.compile_record
 
 
 class _OpenCVFlow:
@@ -98,11 +167,14 @@ class _OpenCVFlow:
     def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
         return np.stack([self.tvl1.calc(a, b, None) for a, b in zip(gray0, gray1)])
 
+    def finish(self) -> dict:
+        return {"compiled": False}
 
-def flow_engine(settings: FlowSettings, runtime: FlowRuntime, n_pairs: int = 0):
+
+def flow_engine(settings: FlowSettings, runtime: FlowRuntime, n_pairs: int = 0, size: tuple[int, int] = (0, 0)):
     """A callable (B,H,W) uint8 gray x2 -> (B,H,W,2) float32 flow, for the configured backend."""
     if settings.backend == "torch":
-        return _TorchFlow(settings, runtime, n_pairs)
+        return _TorchFlow(settings, runtime, n_pairs, size)
     if settings.backend == "opencv":
         return _OpenCVFlow(settings, runtime)
     raise ValueError(f"unknown flow backend {settings.backend!r}; choose one of {BACKENDS}")
@@ -118,7 +190,7 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
     n_blocks, block, h, w, _ = flat.full_shape
     n_frames = len(flat)
     setup = Stopwatch()
-    engine = flow_engine(settings, runtime, n_frames - 1) if n_frames else None
+    engine = flow_engine(settings, runtime, n_frames - 1, (h, w)) if n_frames else None
     setup_s = setup()
     first_batch_s = None
     bar = progress_bar(total=max(n_frames - 1, 0), desc=f"flow {Path(frames_path).parent.name}", unit="pair") \
@@ -155,7 +227,8 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
         assert writer.count == n_blocks and len(pending) == 0
     seconds = time.perf_counter() - start
     return {"n_blocks": n_blocks, "n_pairs": max(n_frames - 1, 0), "seconds": round(seconds, 3),
-            "setup_s": setup_s, "first_batch_s": first_batch_s, "compiled": getattr(engine, "compile", False) is True,
+            "setup_s": setup_s, "first_batch_s": first_batch_s,
+            "compile": engine.finish() if engine else {"compiled": False},
             "pairs_per_s": round((n_frames - 1) / seconds, 3) if n_frames > 1 else None,
             "device": str(engine.device) if engine else None, "settings": asdict(settings),
             "runtime": asdict(runtime)}

@@ -218,9 +218,11 @@ class FlowRuntime:
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto: cuda if available")
     batch_size: int = setting(8, "frame pairs per TV-L1 call (8 is fastest on 2 CPU cores; raise on a GPU)", ge=1)
     compile: bool | Literal["auto"] = setting(
-        "auto", "torch.compile TV-L1: auto = on a GPU, or for videos of >= 2000 frame pairs", alt=False)
+        "auto", "torch.compile TV-L1: auto = on a GPU, or on a CPU where the video's work saves more than the "
+        "compile costs (warm or cold cache; pipeline/flow.py's measured constants)", alt=False)
     threads: int = setting(1, "CPU threads per flow job; Snakemake runs cores/threads jobs at once", ge=1)
-    cache_dir: str = setting("", "where torch.compile keeps compiled kernels; empty: <results_dir>/<preset>/.cache/torch")
+    cache_dir: str = setting("", "where torch.compile keeps compiled kernels; empty: /tmp/vidloc-<uid>/torch-compile "
+                             "on each node, shared by the user's runs there")
 
 
 # ------------------------------------------------------------------- features

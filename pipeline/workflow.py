@@ -13,7 +13,7 @@ import functools
 import json
 import math
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -165,9 +165,8 @@ def flow_settings(config: dict) -> FlowSettings:
 
 
 def flow_runtime(config: dict) -> FlowRuntime:
-    r = build(config, FlowRuntime)
-    # one compile cache per run by default: torch.compile's warm-up is paid once, not by every flow job
-    return r if r.cache_dir else replace(r, cache_dir=f"{results_dir(config)}/.cache/torch")
+    # An empty cache_dir stays empty: the flow job finds its node's folder where it runs.
+    return build(config, FlowRuntime)
 
 
 def feature_settings(config: dict) -> FeatureSettings:

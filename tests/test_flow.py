@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +98,56 @@ def test_flow_memory_does_not_grow_with_video_length(tmp_path):
     grown_data_mb = 180 * 16 * 64 * 64 * 5 / 2**20  # frames + flow of the extra 180 snippets
     assert grown_data_mb > 50
     assert peaks[200] - peaks[20] < 20, peaks
+
+
+def test_compile_decided_by_break_even():
+    """The CPU compiles where the saving outgrows the compile: never for the demo, for a minute at 224 px
+    always, for a few seconds only when the node's cache is warm."""
+    from pipeline.flow import compile_pays
+
+    demo = TVL1Params(nscales=2, warps=1, outer_iterations=2, inner_iterations=10)
+    assert not compile_pays(500, 80, 80, demo, "warm")[0]
+    minute = compile_pays(1500, 224, 224, TVL1Params(), "cold")
+    assert minute[0] and "1500 pairs of 224x224" in minute[1] and "cold" in minute[1]
+    assert compile_pays(150, 224, 224, TVL1Params(), "warm")[0]
+    assert not compile_pays(150, 224, 224, TVL1Params(), "cold")[0]
+    assert not compile_pays(60, 224, 224, TVL1Params(), "warm")[0]
+
+
+def test_compile_choice_recorded(tmp_path, decoded):
+    meta = compute_flow(decoded / "frames.npy", tmp_path / "flow.npy", FAST, FlowRuntime(batch_size=8))
+    assert meta["compile"]["asked"] == "auto" and meta["compile"]["compiled"] is False
+    assert "63 pairs of 64x64" in meta["compile"]["why"]
+    assert compute_flow(decoded / "frames.npy", tmp_path / "f2.npy", FAST, EAGER)["compile"] == \
+        {"asked": False, "compiled": False}
+
+
+def test_compile_cache_is_the_users_node_folder(monkeypatch, tmp_path):
+    import os
+
+    from pipeline.flow import compile_cache_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the job's scratch: wiped with the job, not used
+    path = compile_cache_dir(FlowRuntime())
+    assert path == Path("/tmp") / f"vidloc-{os.getuid()}" / "torch-compile"
+    assert oct(path.stat().st_mode & 0o777) == "0o700"
+    assert compile_cache_dir(FlowRuntime(cache_dir=str(tmp_path / "c"))) == tmp_path / "c"
+
+
+@pytest.mark.slow
+def test_second_run_reuses_the_compiled_kernels(tmp_path, decoded):
+    """Two runs in two processes and two results folders: the second finds every kernel in the node's cache."""
+    def flow_job(out):
+        subprocess.run([sys.executable, "-m", "pipeline.flow", str(decoded / "frames.npy"), "--decode-meta",
+                        str(decoded / "meta.json"), "--flow", str(out / "flow.npy"), "--meta", str(out / "meta.json"),
+                        "--settings", json.dumps({"tvl1": {"nscales": 2, "warps": 1, "outer_iterations": 1,
+                                                            "inner_iterations": 3}}),
+                        "--runtime", json.dumps({"compile": True}), "--no-progress"], check=True)
+        return json.loads((out / "meta.json").read_text())["compile"]
+
+    first = flow_job(tmp_path / "results_a")
+    second = flow_job(tmp_path / "results_b")
+    assert first["compiled"] and second["compiled"]
+    assert first["cache_dir"] == second["cache_dir"]
+    assert second["cache"] == "warm", second
+    assert second["cache_misses"] == 0 and second["cache_hits"] > 0, second
