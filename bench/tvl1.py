@@ -40,16 +40,17 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_v
 
 def cpu_description() -> str:
     """'<model>, <n> cores, <vector extensions>' from /proc/cpuinfo (the platform's name elsewhere)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    info, flags = {}, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+            info.setdefault(key.strip(), value.strip())
+        flags = set(info.get("flags", "").split())
     except OSError:
         pass
+    model = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info:  # virtual machines often name only the vendor: family/model say the generation
+        model += f" (family {info['cpu family']} model {info.get('model', '?')})"
     have = [f for f in VECTOR_FLAGS if f in flags]
     return f"{model}, {os.cpu_count()} cores, {' '.join(have) or 'no flags read'}"
 
@@ -127,22 +128,29 @@ def worker(kind: str, threads: int, pairs: int, size: tuple[int, int]) -> None:
 
 
 def contention(pairs: int, size: tuple[int, int]) -> None:
-    """All cores: one job with every thread vs one single-threaded job per core, each a share of the pairs."""
+    """All cores busy: one job with every thread, one single-threaded job per core (flow.threads 1, the
+    default), and one job per core with every thread each (oversubscribed), OpenMP spinning or passive."""
     cores = os.cpu_count() or 1
-    print(f"\nThreads under contention, {size[0]}x{size[1]}, {pairs} pairs in all, wall seconds:")
+    print(f"\nThreads under contention, {size[0]}x{size[1]}, {pairs} pairs in all, wall seconds "
+          f"(process start and frame loading included):")
     for kind in ("ours", "opencv"):
-        def jobs(n_jobs: int, threads: int) -> float:
+        def jobs(n_jobs: int, threads: int, env: dict | None = None) -> float:
             t = time.perf_counter()
             procs = [subprocess.Popen([sys.executable, __file__, "--worker", kind, "--threads", str(threads),
                                        "--pairs", str(pairs // n_jobs), "--sizes", f"{size[0]}x{size[1]}"],
-                                      stdout=subprocess.DEVNULL) for _ in range(n_jobs)]
+                                      stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+                     for _ in range(n_jobs)]
             if any(p.wait() for p in procs):
                 raise RuntimeError(f"a {kind} worker failed")
             return time.perf_counter() - t
 
-        one, many = jobs(1, cores), jobs(cores, 1)
-        print(f"  {kind:<7} 1 job x {cores} threads {one:7.1f}   {cores} jobs x 1 thread {many:7.1f}   "
-              f"ratio {many / one:.2f} (< 1: one thread per job is faster)")
+        one = jobs(1, cores)
+        print(f"  {kind:<7} 1 job x {cores} threads {one:6.1f}", end="")
+        for label, n, threads, env in ((f"{cores} x 1 thread", cores, 1, None),
+                                       (f"{cores} x {cores} threads", cores, cores, None),
+                                       ("same, OMP_WAIT_POLICY=passive", cores, cores, {"OMP_WAIT_POLICY": "passive"})):
+            print(f" | {label} {jobs(n, threads, env):6.1f}", end="", flush=True)
+        print()
 
 
 def main() -> int:
@@ -153,7 +161,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gpu-batch", nargs="+", type=int, default=[16, 64, 128, 256])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--contention", action="store_true", help="also time one job x all threads vs jobs x 1 thread")
+    ap.add_argument("--contention", action="store_true", help="also time jobs x threads on all cores at once")
+    ap.add_argument("--contention-only", action="store_true")
     ap.add_argument("--worker", choices=["compile", "ours", "opencv"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [tuple(map(int, s.split("x"))) for s in args.sizes]
@@ -163,6 +172,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     print(f"CPU: {cpu_description()}")
+    if args.contention_only:
+        contention(8 * (os.cpu_count() or 1), sizes[0])
+        return 0
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, {args.threads} threads, {args.pairs} pairs of "
           f"bikes.mp4 per size, batch {args.batch}, OpenCV's default parameters")
     cache = tempfile.mkdtemp(prefix="tvl1-compile-")
@@ -202,8 +214,9 @@ def main() -> int:
             print(f"  compiling pays from {warm / saved:.0f} pairs ({warm / saved / 25:.1f} s at 25 fps) with a warm "
                   f"cache, {cold / saved:.0f} pairs ({cold / saved / 25:.1f} s) with a cold one")
         n = 60 * 25
-        print(f"  a 1-minute video ({n} pairs): whole flow job compiled, warm cache "
-              f"{(warm + n * t_ours['compiled']) / (n * t_cv):.2f} x OpenCV's time; eager {t_ours['eager'] / t_cv:.2f} x")
+        whole = statistics.median((warm + n * t) / (n * tc) for (t, _), (tc, _) in zip(rows["compiled"], rows["opencv"]))
+        print(f"  a 1-minute video ({n} pairs): the whole flow job compiled with a warm cache takes {whole:.2f} x "
+              f"OpenCV's time for the same pairs")
         if torch.cuda.is_available():
             name = torch.cuda.get_device_name()
             big_a, big_b = np.concatenate([a] * 16), np.concatenate([b] * 16)

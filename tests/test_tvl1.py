@@ -15,8 +15,8 @@ def opencv_flow(a, b, p=TVL1Params()):
     return opencv_tvl1(p).calc(a, b, None)
 
 
-def ours(a, b, p=TVL1Params()):
-    return tvl1(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b)), p).numpy()
+def ours(a, b, p=TVL1Params(), compile=False):
+    return tvl1(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b)), p, compile=compile).numpy()
 
 
 def epe(f, g):
@@ -125,11 +125,11 @@ def test_one_warp_one_scale_equals_opencv(bikes_frames):
     assert epe(ours(a[None], b[None], p)[0], opencv_flow(a, b, p)).max() < 1e-3
 
 
-def _fidelity(frames, size, step):
+def _fidelity(frames, size, step, compile=False):
     """Per pair: our endpoint difference to OpenCV, and OpenCV's own difference under 1e-6 gray-level noise."""
     rng = np.random.default_rng(0)
     pairs = [(gray_crop(frames[i], size), gray_crop(frames[i + 1], size)) for i in range(0, len(frames) - 1, step)]
-    got = ours(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
+    got = ours(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), compile=compile)
     rows = []
     for (a, b), flow in zip(pairs, got):
         ref = opencv_flow(a, b)
@@ -210,15 +210,35 @@ def test_input_validation():
         tvl1(torch.zeros(1, 32, 32), torch.zeros(1, 32, 32), TVL1Params(median_filtering=3))
 
 
+def _opencv_spread(a, b, rng):
+    """OpenCV's own mean flow change when its input moves by 1e-6 gray levels (see _check_fidelity)."""
+    noisy = (a / np.float32(255) + rng.standard_normal(a.shape).astype(np.float32) * np.float32(1e-6 / 255))
+    return epe(opencv_flow(noisy.astype(np.float32), (b / np.float32(255)).astype(np.float32)),
+               opencv_flow(a, b)).mean()
+
+
 @pytest.mark.slow
 def test_compiled_equals_eager_224(bikes_frames):
+    """Compiled kernels round differently (fused multiply-adds, another summation order): within 0.05 px of
+    eager where the pair is well posed, and within twice OpenCV's own spread plus that on a chaotic pair
+    (pair 0: OpenCV itself moves by 0.39 px mean under 1e-6 gray-level noise)."""
+    rng = np.random.default_rng(0)
     a = np.stack([gray_crop(bikes_frames[i], 224) for i in (0, 120)])
     b = np.stack([gray_crop(bikes_frames[i + 1], 224) for i in (0, 120)])
     eager = ours(a, b)
-    compiled = tvl1(torch.from_numpy(a), torch.from_numpy(b), compile=True).numpy()
-    assert epe(eager, compiled).mean() < 0.05
+    compiled = ours(a, b, compile=True)
+    for k in range(2):
+        spread = _opencv_spread(a[k], b[k], rng)
+        assert epe(eager[k], compiled[k]).mean() <= 0.05 + 2 * spread, (k, spread)
+    assert _opencv_spread(a[1], b[1], rng) < 1e-3  # pair 120 is well posed: the strict bound applies
 
 
 @pytest.mark.slow
 def test_fidelity_at_224(bikes_frames):
     _check_fidelity(_fidelity(bikes_frames, 224, 20))
+
+
+@pytest.mark.slow
+def test_compiled_flow_matches_opencv_on_real_frames(bikes_frames):
+    """The compiled kernels (what compile: auto runs on long videos) meet the same tolerances as eager."""
+    _check_fidelity(_fidelity(bikes_frames, 96, 20, compile=True))
