@@ -24,7 +24,8 @@ reproduced step by step so the flow matches OpenCV's:
 
 Each pair in a batch keeps its own stopping state, so a batch computes what
 the pairs would compute one by one. The same code runs on CPU and CUDA;
-``compile=True`` fuses the inner iteration with ``torch.compile``.
+``compile=True`` fuses each step (flow update, dual update, median) into one
+kernel with ``torch.compile``.
 """
 from __future__ import annotations
 
