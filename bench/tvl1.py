@@ -214,7 +214,8 @@ def main() -> int:
             print(f"  compiling pays from {warm / saved:.0f} pairs ({warm / saved / 25:.1f} s at 25 fps) with a warm "
                   f"cache, {cold / saved:.0f} pairs ({cold / saved / 25:.1f} s) with a cold one")
         n = 60 * 25
-        whole = statistics.median((warm + n * t) / (n * tc) for (t, _), (tc, _) in zip(rows["compiled"], rows["opencv"]))
+        whole = statistics.median((warm + n * t) / (n * tc)
+                                  for (t, _), (tc, _) in zip(rows["compiled"], rows["opencv"]))
         print(f"  a 1-minute video ({n} pairs): the whole flow job compiled with a warm cache takes {whole:.2f} x "
               f"OpenCV's time for the same pairs")
         if torch.cuda.is_available():

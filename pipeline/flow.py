@@ -71,10 +71,11 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
 
 # When torch.compile pays on a CPU. `python bench/tvl1.py` measures these on the machine it runs on and
 # prints them; these come from a 2-core Intel Xeon (family 6 model 207, AVX-512), 2 threads, at 224x224
-# and 340x256 with OpenCV's parameters, two runs (eager 3.5e-9 to 4.6e-9 s per unit, compiled 0.66 to
-# 0.73 of eager, compile 68-74 s cold and 12-23 s warm; the costlier compile kept). Eager time grows with the pixels times the iteration budget
-# of every pyramid level; compiled kernels take a fixed fraction of it; the compile costs a fixed time,
-# less when the node's compile cache already holds the kernels (Dynamo still traces).
+# and 340x256 with OpenCV's parameters, two runs: eager 3.5e-9 to 4.6e-9 s per unit, compiled 0.66 to
+# 0.73 of eager, compile 68-74 s cold and 12-23 s warm (the costlier compile kept). Eager time grows
+# with the pixels times the iteration budget of every pyramid level; compiled kernels take a fixed
+# fraction of it; the compile costs a fixed time, less when the node's compile cache already holds the
+# kernels (Dynamo still traces).
 EAGER_S_PER_UNIT = 4.0e-9  # eager seconds per pixel-iteration of the budget (warps x outer x inner)
 COMPILED_FRACTION = 0.70  # compiled time / eager time
 COMPILE_S = {"warm": 23.0, "cold": 74.0}
@@ -99,7 +100,7 @@ def compile_cache_dir(runtime: FlowRuntime) -> Path:
     """The compiled kernels' folder: the setting, else this user's private folder on the node.
 
     Under /tmp rather than the job's TMPDIR: a scheduler wipes the job's folder at the job's end, and
-    the kernels are worth keeping for every later run of the user on that node (docs/gpu.md).
+    the kernels are worth keeping for every later run of the user on that node (docs/cluster.md).
     """
     if runtime.cache_dir:
         path = Path(runtime.cache_dir).resolve()
