@@ -131,8 +131,8 @@ def contention(pairs: int, size: tuple[int, int]) -> None:
     """All cores busy: one job with every thread, one single-threaded job per core (flow.threads 1, the
     default), and one job per core with every thread each (oversubscribed), OpenMP spinning or passive."""
     cores = os.cpu_count() or 1
-    print(f"\nThreads under contention, {size[0]}x{size[1]}, {pairs} pairs in all, wall seconds "
-          f"(process start and frame loading included):")
+    print(f"\nThreads under contention on {cpu_description().split(',')[0]}, {size[0]}x{size[1]}, {pairs} pairs "
+          f"in all, wall seconds (process start and frame loading included):")
     for kind in ("ours", "opencv"):
         def jobs(n_jobs: int, threads: int, env: dict | None = None) -> float:
             t = time.perf_counter()
@@ -171,7 +171,8 @@ def main() -> int:
         return 0
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    print(f"CPU: {cpu_description()}")
+    cpu = cpu_description()
+    print(f"CPU: {cpu}")
     if args.contention_only:
         contention(8 * (os.cpu_count() or 1), sizes[0])
         return 0
@@ -197,7 +198,7 @@ def main() -> int:
             rows["compiled"].append(run_ours(a, b, args.batch, "cpu", True))
         t_cv = statistics.median(t for t, _ in rows["opencv"])
         ref = rows["opencv"][0][1]
-        print(f"\n{w}x{h}: OpenCV {t_cv * 1e3:.0f} ms/pair")
+        print(f"\n{w}x{h} on {cpu.split(',')[0]}: OpenCV {t_cv * 1e3:.0f} ms/pair")
         t_ours = {}
         for name in ("eager", "compiled"):
             t_ours[name] = statistics.median(t for t, _ in rows[name])
