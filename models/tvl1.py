@@ -185,6 +185,7 @@ def _selection_network(lengths: list[int], ranks: list[int]) -> tuple[list, list
 
 
 def _run_network(net, outs, v: list) -> list:
+    """A _selection_network on tensors ``v`` (one per wire, all the same shape): the wanted ranks' tensors."""
     v = list(v)
     for a, b, keep_min, keep_max in net:
         lo = torch.minimum(v[a], v[b]) if keep_min else None
