@@ -245,10 +245,6 @@ def read_activitynet_json(path: str | os.PathLike, classes: list[str] | None = N
     return Annotations(list(classes), segments, [], videos, source=str(path))
 
 
-def _text(x) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
-
-
 def youtube_id(url: str) -> str:
     """``https://www.youtube.com/watch?v=<id>`` -> ``<id>`` (ids may start with ``-``)."""
     from urllib.parse import parse_qs, urlparse
@@ -265,13 +261,13 @@ def read_wtalc_npy(folder: str | os.PathLike) -> Annotations:
     ``Ambiguous_test.txt``, where present, becomes the ambiguous segments of the test subset;
     ``url.npy`` (ActivityNet) gives each video's YouTube id, the name its downloaded file carries.
     """
-    from pipeline.safeload import load_npy
+    from pipeline.safeload import as_str, load_npy, load_npy_strings
 
     folder = Path(folder)
     try:
-        classes = [_text(c) for c in load_npy(folder / "classlist.npy")]
-        names = [_text(v) for v in load_npy(folder / "videoname.npy")]
-        subsets = [_text(s) for s in load_npy(folder / "subset.npy")]
+        classes = load_npy_strings(folder / "classlist.npy")
+        names = load_npy_strings(folder / "videoname.npy")
+        subsets = load_npy_strings(folder / "subset.npy")
         durations = load_npy(folder / "duration.npy").reshape(len(names), -1)[:, 0]
         all_segments = load_npy(folder / "segments.npy")
         all_labels = load_npy(folder / "labels.npy")
@@ -286,11 +282,11 @@ def read_wtalc_npy(folder: str | os.PathLike) -> Annotations:
         if len(segs) != len(labs):
             raise AnnotationError(f"{folder}/segments.npy[{i}] ({vid}): {len(segs)} segments but {len(labs)} labels")
         for j, ((start, end), label) in enumerate(zip(segs, labs)):
-            segments.append(Segment(vid, subset, _text(label), float(start), float(end), float(dur),
+            segments.append(Segment(vid, subset, as_str(label), float(start), float(end), float(dur),
                                     source=f"{folder}/segments.npy[{i}][{j}]"))
     aliases = {}
     if (folder / "url.npy").exists():
-        urls = [_text(u) for u in load_npy(folder / "url.npy")]
+        urls = load_npy_strings(folder / "url.npy")
         if len(urls) != len(names):
             raise AnnotationError(f"{folder}/url.npy: {len(urls)} URLs for {len(names)} videos")
         aliases = {vid: youtube_id(u) for vid, u in zip(names, urls)}
@@ -354,9 +350,9 @@ def read_classes(path: str | os.PathLike) -> list[str]:
     """A class list: one name per line (txt) or a W-TALC ``classlist.npy``."""
     path = Path(path)
     if path.suffix == ".npy":
-        from pipeline.safeload import load_npy
+        from pipeline.safeload import load_npy_strings
 
-        return [_text(c) for c in load_npy(path)]
+        return load_npy_strings(path)
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 

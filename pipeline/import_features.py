@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.annotations import _text
 from pipeline.feature_files import FEATURE_DIM
 from pipeline.io import atomic_path, atomic_write_json
-from pipeline.safeload import load_npy
+from pipeline.safeload import load_npy, load_npy_strings
 
 
 def import_wtalc(features_file: str | Path, videoname_file: str | Path, out_dir: str | Path,
@@ -27,7 +26,7 @@ def import_wtalc(features_file: str | Path, videoname_file: str | Path, out_dir:
     """Write one .npy and .json per video; returns the names written. ``videos`` limits which."""
     features_file, out_dir = Path(features_file), Path(out_dir)
     feats = load_npy(features_file)
-    names = [_text(v) for v in load_npy(videoname_file)]
+    names = load_npy_strings(videoname_file)
     if len(feats) != len(names):
         raise ValueError(f"{features_file}: {len(feats)} feature arrays but {videoname_file} names {len(names)} videos")
     written = []

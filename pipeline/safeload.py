@@ -107,3 +107,13 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     if tuple(arr.shape) != tuple(shape):
         arr = arr.reshape(shape, order="F" if fortran else "C")
     return arr
+
+
+def as_str(x) -> str:
+    """One name or label of a W-TALC array: numpy bytes in the released files, str in others."""
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def load_npy_strings(path: str | os.PathLike) -> list[str]:
+    """A ``.npy`` array of names (class list, video names, subsets, URLs) as a list of str."""
+    return [as_str(x) for x in load_npy(path)]
