@@ -36,7 +36,7 @@ from models.tvl1 import rgb_to_gray, tvl1  # noqa: E402
 from models.tvl1_params import TVL1Params  # noqa: E402
 from pipeline.decode import DecodeSettings, decode_video, open_frames  # noqa: E402
 from pipeline.features import Extractor  # noqa: E402
-from pipeline.flow import quantize  # noqa: E402
+from pipeline.flow_files import quantize  # noqa: E402
 from pipeline.settings import FeatureRuntime, FeatureSettings  # noqa: E402
 
 DTYPES = ("float32", "bfloat16", "float16")

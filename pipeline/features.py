@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from pipeline.feature_files import FEATURE_DIM
-from pipeline.flow import DECODE_FIELDS, dequantize
+from pipeline.flow_files import DECODE_FIELDS, dequantize
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.progress import progress_bar

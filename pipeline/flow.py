@@ -10,7 +10,7 @@ features and what reads its provenance see one record of how snippets were made.
 Quantization: flow is clipped to [-bound, bound] (20 px) and mapped linearly
 onto 0..255, ``q = floor(255 * (f + bound) / (2 * bound))`` by default
 (DeepMind's and MediaPipe's truncation; zero flow -> 127) or with ``round``
-(denseflow's; zero flow -> 128). ``dequantize`` gives the I3D input in [-1, 1].
+(denseflow's; zero flow -> 128); pipeline/flow_files.py holds the format.
 
 Backends: ``torch`` (models/tvl1.py, batched over frame pairs, on the GPU
 when there is one) and ``opencv`` (``cv2.optflow.DualTVL1OpticalFlow``, the
@@ -34,6 +34,7 @@ import torch
 
 import models.tvl1 as tvl1_module
 from models.tvl1 import TVL1Params, opencv_tvl1, pyramid_sizes, rgb_to_gray, tvl1
+from pipeline.flow_files import DECODE_FIELDS, quantize
 from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
 from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
 from pipeline.nodelocal import private_dir
@@ -42,26 +43,6 @@ from pipeline.runtime import torch_device
 from pipeline.settings import FlowRuntime, FlowSettings, from_dict
 
 BACKENDS = ("torch", "opencv")
-
-
-# ------------------------------------------------------------------ numerics
-
-
-def quantize(flow: np.ndarray, bound: float = 20.0, mode: str = "floor") -> np.ndarray:
-    """Float flow -> uint8: clip to [-bound, bound], map linearly onto 0..255 (floor or round)."""
-    x = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2 * bound))
-    if mode == "floor":
-        x = np.floor(x)
-    elif mode == "round":
-        x = np.rint(x)
-    else:
-        raise ValueError(f"quantize must be 'floor' or 'round', not {mode!r}")
-    return np.clip(x, 0, 255).astype(np.uint8)
-
-
-def dequantize(q: np.ndarray) -> np.ndarray:
-    """uint8 flow -> float32 in [-1, 1], the I3D flow-stream input (x / 255 * 2 - 1)."""
-    return q.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -234,11 +215,6 @@ def compute_flow(frames_path: str | Path, out_path: str | Path, settings: FlowSe
             "pairs_per_s": round((n_frames - 1) / seconds, 3) if n_frames > 1 else None,
             "device": str(engine.device) if engine else None, "settings": asdict(settings),
             "runtime": asdict(runtime)}
-
-
-# decode's record of how snippets were made, carried into flow's meta and features' provenance
-DECODE_FIELDS = ("fps", "snippet_frames", "snippet_stride", "snippet_duration_s", "snippet_stride_s", "n_snippets",
-                 "sampling", "source_duration_s")
 
 
 def run(frames: str, decode_meta: str, flow_out: str, meta_out: str, settings: FlowSettings,
