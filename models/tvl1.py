@@ -255,9 +255,6 @@ def remap_cubic(images: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> tor
 # components, which halves the operator calls that dominate the eager CPU time. The thresholding
 # step is a clamp (one pass, no masks), and the stencils write into their outputs in place.
 
-FLT_EPSILON = 1.1920929e-07
-
-
 def _forward_gradient_stacked(u: torch.Tensor) -> torch.Tensor:
     """(..., H, W) -> (..., 2, H, W): forward differences (x, y), zero in the last column / row."""
     if torch.compiler.is_compiling():  # Dynamo takes no strided out=; Inductor fuses this form anyway
@@ -310,7 +307,9 @@ def _update_u(U, P, Iw, neg_grad, rho_c, l_t: float, theta: float):
     """The thresholding step and the flow update of one inner iteration: (new U, squared update per pair).
 
     OpenCV's three-way branch on rho against +-lambda*theta*|grad|^2 is the clamp of -rho/|grad|^2
-    to +-lambda*theta: the step is that factor times the warped gradient.
+    to +-lambda*theta: the step is that factor times the warped gradient. (Where 0 < |grad|^2 <=
+    FLT_EPSILON OpenCV's middle branch steps 0 and the clamp -rho/|grad|^2 times the gradient: both
+    at most lambda*theta*|grad|, 1.6e-5 px at OpenCV's defaults.)
     """
     rho = torch.addcmul(rho_c, Iw[:, 0], U[:, 0]).addcmul_(Iw[:, 1], U[:, 1])
     c = torch.div(rho, neg_grad).clamp_(-l_t, l_t)

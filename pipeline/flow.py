@@ -102,11 +102,10 @@ class _TorchFlow:
         self.params = settings.tvl1
         self.compile = runtime.compile
         self.compile_record: dict = {"asked": runtime.compile}
-        cache = None
         if self.compile is not False:
             cache = compile_cache_dir(runtime)
-            self.compile_record.update(cache_dir=str(cache),
-                                       cache="warm" if _warm_marker(cache).exists() else "cold")
+            self._marker = _warm_marker(cache)
+            self.compile_record.update(cache_dir=str(cache), cache="warm" if self._marker.exists() else "cold")
         if self.compile == "auto":
             if self.device.type == "cuda":
                 self.compile, why = True, "on a GPU compiling always pays"
@@ -120,7 +119,6 @@ class _TorchFlow:
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
             os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
             os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(runtime.threads, 1)))
-            self._marker = _warm_marker(cache)
 
     def __call__(self, gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
         a = torch.from_numpy(gray0).to(self.device)
