@@ -4,9 +4,13 @@
 #   snakemake --cores all --config preset=thumos14
 #   snakemake --cores all --config preset=folder videos=PATH [model=MODEL.pt]   # your own videos
 #
-# Every stage is a module under pipeline/ with a CLI; rules pass each stage's
-# settings through `params:` so that changing a setting reruns that stage and
-# what depends on it, nothing upstream.
+# Every stage is a module under pipeline/ with a CLI, and every rule runs one the same way:
+# `shell: "python -m pipeline.<stage> ARGUMENTS 2> {log:q}"`. Rules pass each stage's settings
+# through `params:` so that changing a setting reruns that stage and what depends on it, nothing
+# upstream. Arguments that grow with the dataset (a file per video) go in an argument file,
+# `@<(printf '%s\n' ...)`, which the stage's parser reads: printf is a bash builtin, so no program
+# is started with the list and the kernel's limits on arguments (128 KiB for one, about 2 MiB in
+# all) never apply; ActivityNet 1.2's costs rule passes several MiB.
 
 import json
 import os
@@ -15,8 +19,8 @@ import sys
 
 from snakemake.utils import min_version
 
-from pipeline import annotations as ann_io
-from pipeline import workflow as wf
+from pipeline.core import annotation_io, demo_layout, gpu_slots
+from pipeline.workflow import rules as wf
 
 min_version("9.0")
 
@@ -117,8 +121,8 @@ rule all:
 # The files the annotations are read from: the preset's, or those rule demo_data writes; what a
 # bad row does (read by the annotations and durations stages).
 if ANNOTATED:
-    ANNOTATION_SOURCES = (ann_io.source_files(wf.annotation_spec(config)) if DEMO is None
-                          else [str(p) for p in wf.demo_data.annotation_files(DEMO, DEMO.root)])
+    ANNOTATION_SOURCES = (annotation_io.source_files(wf.annotation_spec(config)) if DEMO is None
+                          else [str(p) for p in demo_layout.annotation_files(DEMO, DEMO.root)])
 
 
 # 0. The demo preset makes its own videos and THUMOS-format annotations.
@@ -158,18 +162,18 @@ if ANNOTATED:
             out=lambda w, output: os.path.dirname(output.table[0]),
         log:
             f"{OUT}/logs/annotations.log",
-        run:
-            wf.run_stage("annotations", "--spec", params.spec, "--base", params.base, "--videos-dir",
-                         params.videos_dir, "--on-bad", params.on_bad, "--found", params.found,
-                         "--out", params.out, log=log[0])
+        shell:
+            "python -m pipeline.annotations @<(printf '%s\\n' --spec {params.spec:q} --base {params.base:q}"
+            " --videos-dir={params.videos_dir:q} --on-bad {params.on_bad:q} --found {params.found:q}"
+            " --out {params.out:q}) 2> {log:q}"
 
 
 # GPUs of this node: flow, features and train take one each when they will run on CUDA (`gpu`
 # resource: devices x gpu.jobs_per_device unless --resources gpu=N; a CPU job takes none), and each
-# such job binds to a free device (pipeline/gpu_slots.py, locks named by the physical GPU). Snakemake
+# such job binds to a free device (pipeline/core/gpu_slots.py, locks named by the physical GPU). Snakemake
 # limits how many run, not which device each gets. A cluster job's GPUs come from the scheduler
 # (CUDA_VISIBLE_DEVICES); the slots still keep the jobs of one group job apart.
-GPUS = wf.gpu_slots.device_ids()
+GPUS = gpu_slots.device_ids()
 FLOW_GPU, FEATURES_GPU, TRAIN_GPU = (int(bool(GPUS) and wf.uses_cuda(config, stage))
                                      for stage in ("flow", "features", "train"))
 if GPUS and workflow.local_exec and workflow.is_main_process:
@@ -177,9 +181,9 @@ if GPUS and workflow.local_exec and workflow.is_main_process:
         workflow.register_resource("gpu", len(GPUS) * config["gpu"]["jobs_per_device"])
     print(f"GPUs: {', '.join(GPUS)} ({config['gpu']['jobs_per_device']} job(s) per device); GPU jobs at once: "
           f"{wf.resource_value(workflow.global_resources['gpu'])}", file=sys.stderr)
-os.environ[wf.gpu_slots.ENV] = str(config["gpu"]["jobs_per_device"])
+os.environ[gpu_slots.ENV] = str(config["gpu"]["jobs_per_device"])
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA numbers the devices as nvidia-smi does
-envvars: wf.gpu_slots.ENV, "CUDA_DEVICE_ORDER"
+envvars: gpu_slots.ENV, "CUDA_DEVICE_ORDER"
 
 
 # 2. Each video: frames at the preset fps, short side, center crop, in 16-frame snippets.
@@ -272,9 +276,9 @@ if ANNOTATED:
             out=lambda w, output: os.path.dirname(output.past_end),
         log:
             f"{OUT}/logs/durations.log",
-        run:
-            wf.run_stage("durations", input.metas, "--annotations", params.annotations, "--past-end",
-                         params.past_end, "--on-bad", params.on_bad, "--out", params.out, log=log[0])
+        shell:
+            "python -m pipeline.durations @<(printf '%s\\n' {input.metas:q}) --annotations {params.annotations:q}"
+            " --past-end {params.past_end:q} --on-bad {params.on_bad:q} --out {params.out:q} 2> {log:q}"
 
 
 # 5. Videos the run could not use, for later stages and the report.
@@ -284,12 +288,13 @@ rule skipped_videos:
         missing=MISSING_VIDEOS if ANNOTATED else [],
     output:
         SKIPPED,
+    params:
+        missing=lambda w, input: ["--missing", input.missing] if ANNOTATED else [],
     log:
         f"{OUT}/logs/skipped_videos.log",
-    run:
-        # thousands of paths: passed in a file (wf.args_file), not on the command line
-        wf.run_stage("skipped", input.metas, *(["--missing", input.missing] if ANNOTATED else []), "--out", output,
-                     log=log[0])
+    shell:
+        "python -m pipeline.skipped @<(printf '%s\\n' {input.metas:q}) {params.missing:q} --out {output:q}"
+        " 2> {log:q}"
 
 
 # 5b. What features/ holds, one row per video (fps, snippets, duration, why skipped): the folder
@@ -301,8 +306,8 @@ rule feature_index:
         INDEX,
     log:
         f"{OUT}/logs/feature_index.log",
-    run:
-        wf.run_stage("feature_index", input.provenance, "--out", output, log=log[0])
+    shell:
+        "python -m pipeline.feature_index @<(printf '%s\\n' {input.provenance:q}) --out {output:q} 2> {log:q}"
 
 
 # 5c. With model=PATH: a trained D2-Net's detections for every video of the run.
@@ -323,12 +328,13 @@ if MODEL_IN:
             signature=lambda w: json.dumps(wf.feature_signature(config), sort_keys=True),
             localize=wf.as_param(wf.localize_settings(config)),
             sources=json.dumps({v: info.path for v, info in VIDEOS.items()}),
+            out=lambda w, output: os.path.dirname(output.detections),
         log:
             f"{OUT}/logs/predict.log",
-        run:
-            wf.run_stage("predict", input.features, "--model", input.model, "--signature", params.signature,
-                         "--localize", params.localize, "--sources", params.sources,
-                         "--out", os.path.dirname(output.detections), log=log[0])
+        shell:
+            "python -m pipeline.predict @<(printf '%s\\n' {input.features:q} --sources {params.sources:q})"
+            " --model {input.model:q} --signature {params.signature:q} --localize {params.localize:q}"
+            " --out {params.out:q} 2> {log:q}"
 
 
 # The rest needs annotations: it trains, localizes, evaluates and reports.
@@ -475,11 +481,11 @@ if ANNOTATED:
             test_videos=",".join(TEST_VIDEOS),
         log:
             f"{OUT}/logs/costs.log",
-        run:
-            wf.run_stage("costs", input.decode, input.flow, input.features, input.train, input.localize,
-                         "--decode-metas", input.decode_metas, "--flow-metas", input.flow_metas,
-                         "--provenance", input.provenance, "--test-videos", params.test_videos,
-                         "--settings", params.settings, "--out", output, log=log[0])
+        shell:
+            "python -m pipeline.costs @<(printf '%s\\n' {input.decode:q} {input.flow:q} {input.features:q}"
+            " {input.train:q} {input.localize:q} --decode-metas {input.decode_metas:q}"
+            " --flow-metas {input.flow_metas:q} --provenance {input.provenance:q} --test-videos={params.test_videos:q})"
+            " --settings {params.settings:q} --out {output:q} 2> {log:q}"
 
 
     # 10. One report comparing the experiments (the paper's Table 3 shape), with its plots.
@@ -511,7 +517,7 @@ if ANNOTATED:
             # what the report shows: plain values, so a change reruns it (Snakemake compares params that
             # are not functions of the input or output)
             shown=["--preset", config["preset"], "--experiments", ",".join(EXPERIMENTS),
-                   "--labels", json.dumps(EXPERIMENT_SET.labels), "--caption", EXPERIMENT_SET.caption,
+                   "--labels", json.dumps(EXPERIMENT_SET.labels), f"--caption={EXPERIMENT_SET.caption}",
                    "--groups", json.dumps({r: wf.run_parts(config, r)[0] for r in EXPERIMENTS}),
                    "--subset", config["test_subset"], "--timelines", config["report"]["videos"],
                    "--sources", json.dumps({v: VIDEOS[v].path for v in TEST_VIDEOS})],
@@ -521,8 +527,9 @@ if ANNOTATED:
                 "--costs", input.costs, "--out", os.path.dirname(output.html)],
         log:
             f"{OUT}/logs/report.log",
-        run:
-            wf.run_stage("report", *params.shown, *params.args, input.provenance, log=log[0])
+        shell:
+            "python -m pipeline.report @<(printf '%s\\n' {params.shown:q} {params.args:q} {input.provenance:q})"
+            " 2> {log:q}"
 
 
     # 11. `snakemake --cores all export` (not part of `all`): the features and annotations in the layouts
@@ -542,5 +549,5 @@ if ANNOTATED:
                 "--out", os.path.dirname(output.wtalc)],
         log:
             f"{OUT}/logs/export.log",
-        run:
-            wf.run_stage("export", *params.args, input.features, log=log[0])
+        shell:
+            "python -m pipeline.export @<(printf '%s\\n' {params.args:q} {input.features:q}) 2> {log:q}"

@@ -3,7 +3,7 @@
     python bench/atomic_writes.py [--files 14000] [--writes 20]
 
 ActivityNet 1.2's features/ holds ~14,000 files; on NFS or Lustre every entry a
-listing reads costs a round trip. The writer (pipeline/io.py) looks for a killed
+listing reads costs a round trip. The writer (pipeline/core/io.py) looks for a killed
 writer's leftovers in a small temporary folder of its own, not in the target's
 folder: this counts the entries os.scandir yields during the writes.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.io import atomic_write_text  # noqa: E402
+from pipeline.core.io import atomic_write_text  # noqa: E402
 
 
 def main() -> int:

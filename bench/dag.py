@@ -33,7 +33,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.annotations import read_thumos14_txt, read_wtalc_npy  # noqa: E402
+from pipeline.core.annotation_io import read_thumos14_txt, read_wtalc_npy  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -130,7 +130,7 @@ def measure(name: str, profile: bool, bare: bool = False) -> dict:
         (tmp / "override.yaml").write_text(yaml.safe_dump({**DATASETS[name](tmp), "results_dir": str(tmp / "results")}))
         base = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT), "--cores", "2",
                 "--configfile", str(ROOT / "workflow_config.yaml"), str(tmp / "override.yaml"), "-n"]
-        t_import, _ = timed([sys.executable, "-c", "import pipeline.workflow, pipeline.annotations"], ROOT)
+        t_import, _ = timed([sys.executable, "-c", "import pipeline.workflow.rules, pipeline.core.annotation_io"], ROOT)
         no_dry = [a for a in base if a != "-n"]
         t_parse, _ = timed(no_dry + ["--list-rules"], ROOT)
         t_dag, _ = timed(no_dry + ["--list-changes", "params"], ROOT)

@@ -5,7 +5,7 @@
 Synthetic set of THUMOS14's shape: 200 test videos, 20 classes, about 17
 ground-truth segments per video, Ambiguous segments, and detections half near
 a ground truth (so that matches compete) and half anywhere; tIoU 0.1:0.1:0.7.
-- ours: ``pipeline.evaluate.evaluate`` (vectorized matching, one step per rank
+- ours: ``pipeline.core.metrics.evaluate`` (vectorized matching, one step per rank
   inside a (video, class));
 - loop: ActivityNet's ``compute_average_precision_detection`` as transcribed
   in tests/activitynet_eval.py (a Python loop over detections and
@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from activitynet_eval import compute_average_precision_detection  # noqa: E402
-from pipeline.annotations import Annotations, Segment  # noqa: E402
-from pipeline.evaluate import evaluate  # noqa: E402
+from pipeline.core.annotation_io import Annotations, Segment  # noqa: E402
+from pipeline.core.metrics import evaluate  # noqa: E402
 
 TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 

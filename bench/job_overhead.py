@@ -13,7 +13,7 @@ real presets' size (short side 256, crop 224); flow with a light TV-L1 setting (
 depend on the iterations, and OpenCV's defaults would make the compute dominate this 2-second video);
 features with the real Kinetics-400 RGB weights and random flow weights.
 ``--compile`` also times a flow job with ``torch.compile`` on, first with an empty compile cache, then
-with the cache the first job left (the cache folder a run shares under results/<preset>/.cache).
+with the cache the first job left (a fresh folder as flow.cache_dir, where a real run uses the node cache).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline.demo_data import write_video  # noqa: E402
-from pipeline.settings import DecodeSettings, FlowRuntime, FlowSettings  # noqa: E402
+from pipeline.core.settings import DecodeSettings, FlowRuntime, FlowSettings  # noqa: E402
 from models.tvl1_params import TVL1Params  # noqa: E402
 
 PY = sys.executable

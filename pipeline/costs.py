@@ -25,7 +25,7 @@ import math
 import sys
 from pathlib import Path
 
-from pipeline.io import atomic_write_json
+from pipeline.core.io import atomic_write_json
 
 # Full workloads. Video minutes: the W-TALC duration.npy of each set (THUMOS14 lists 412 of the
 # 413 videos; ActivityNet 1.2 from data/activitynet12).
@@ -97,11 +97,11 @@ def flow_time_ratio(run_tvl1: dict, run_crop: int, target_tvl1: dict, target_cro
 
 def train_step_s(target: dict, n_classes: int, probe_batch: int = 2) -> float:
     """Seconds of one training iteration at the target's model, batch and sequence length, measured here
-    with the real step (pipeline.train.step_seconds). A demo run's own iterations are too small to scale
+    with the real step (pipeline.compute.train_step.step_seconds). A demo run's own iterations are too small to scale
     from (their time is mostly fixed cost), so the step is timed at a batch of ``probe_batch`` and scaled
     linearly in the batch, which keeps the probe to seconds on a CPU."""
-    from pipeline.settings import TrainSettings
-    from pipeline.train import step_seconds
+    from pipeline.core.settings import TrainSettings
+    from pipeline.compute.train_step import step_seconds
 
     b = min(probe_batch, target["batch_size"])
     return step_seconds(TrainSettings.from_dict(target["train"]), n_classes, b, target["seqlen"]) * target["batch_size"] / b
@@ -168,10 +168,6 @@ def project(stages: dict[str, dict], run: dict, targets: dict[str, dict]) -> dic
         row["total"] = sum(row.values())
         out[name] = {"seconds": row, "videos": t["videos"], "minutes": t["minutes"]}
     return out
-
-
-def hours(s: float) -> str:
-    return f"{s / 3600:.1f} h" if s >= 360 else f"{s / 60:.1f} min"
 
 
 def _minutes(meta: dict) -> float:

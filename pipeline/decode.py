@@ -13,7 +13,7 @@ Snippet i is frames [i * stride, i * stride + snippet_frames): with a stride
 shorter than the window, snippets overlap (16 frames every 4 is how
 ActionFormer's THUMOS14 features were made), and n_snippets = n_blocks -
 snippet_frames / stride + 1. Its time span is [i * stride, i * stride +
-snippet_frames] / fps (``pipeline.intervals.snippet_span``).
+snippet_frames] / fps (``pipeline.core.intervals.snippet_span``).
 
 Frames are resampled to the preset fps (or, with ``fps: native``, to the
 video's own average rate) by presentation timestamps with the rule of FFmpeg's
@@ -42,10 +42,10 @@ from typing import Iterable, Iterator, NamedTuple
 import cv2
 import numpy as np
 
-from pipeline.io import NpyAppender, atomic_path, atomic_write_json
-from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
-from pipeline.progress import progress_bar
-from pipeline.settings import DecodeRuntime, DecodeSettings, from_dict
+from pipeline.core.io import NpyAppender, atomic_path, atomic_write_json
+from pipeline.core.jobclock import Stopwatch, peak_rss_mb, process_age_s
+from pipeline.core.progress import progress_bar
+from pipeline.core.settings import DecodeRuntime, DecodeSettings, from_dict
 
 BACKENDS = ("pyav", "decord")
 

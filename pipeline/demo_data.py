@@ -26,25 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import atomic_path, atomic_write_json, atomic_write_text
-from pipeline.settings import DemoSettings, from_dict
-
-CLASSES = ("Bounce", "Pulse", "Slide", "Spin")
-SPLITS = {"validation": "val", "test": "test"}  # subset -> THUMOS file suffix
-
-
-def video_names(s: DemoSettings) -> dict[str, list[str]]:
-    """Names per subset; they depend only on the counts, so the workflow knows them before generating."""
-    return {
-        "validation": [f"demo_validation_{i:04d}" for i in range(1, s.n_train + 1)],
-        "test": [f"demo_test_{i:04d}" for i in range(1, s.n_test + 1)],
-    }
-
-
-def annotation_files(s: DemoSettings, root: str | Path) -> list[Path]:
-    root = Path(root)
-    return [root / f"annotations_{suffix}" / f"{c}_{suffix}.txt" for suffix in SPLITS.values() for c in CLASSES]
-
+from pipeline.core.io import atomic_path, atomic_write_json, atomic_write_text
+from pipeline.core.demo_layout import CLASSES, SPLITS, video_names
+from pipeline.core.settings import DemoSettings, from_dict
 
 # ---------------------------------------------------------------- planning
 
@@ -200,7 +184,7 @@ def generate(root: str | Path, s: DemoSettings, progress: bool = True) -> dict:
     manifest = {"settings": asdict(s), "classes": list(CLASSES), "videos": {}}
     rows = {(suffix, c): [] for suffix in SPLITS.values() for c in CLASSES}
     names = [(sub, v) for sub, vs in video_names(s).items() for v in vs]
-    from pipeline.progress import progress_bar
+    from pipeline.core.progress import progress_bar
 
     for index, (subset, name) in enumerate(progress_bar(names, desc="demo videos", unit="video", enabled=progress)):
         rng = np.random.default_rng([s.seed, index])

@@ -20,14 +20,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.annotations import (DURATION_TOLERANCE_S, AnnotationError, Annotations, Segment, read_table,
+from pipeline.core.annotation_io import (DURATION_TOLERANCE_S, AnnotationError, Annotations, Segment, read_table,
                                   with_durations, write_table)
-from pipeline.io import atomic_write_text
+from pipeline.core.io import atomic_write_text
+from pipeline.core.run_files import past_end_tsv
 
 log = logging.getLogger("durations")
 
 POLICIES = ("bad", "keep")
-PAST_END_COLUMNS = ("source", "video", "subset", "label", "start_s", "end_s", "decoded_duration_s", "action")
 
 
 def decoded_durations(meta_paths) -> dict[str, float]:
@@ -80,24 +80,6 @@ def check(ann: Annotations, durations: dict[str, float], policy: str = "bad",
     checked = with_durations(ann, durations)
     return replace(checked, segments=keep(checked.segments), ambiguous=keep(checked.ambiguous),
                    dropped=[]), listed
-
-
-def past_end_tsv(rows: list[tuple[Segment, float, str]]) -> str:
-    lines = ["\t".join(PAST_END_COLUMNS)]
-    lines += ["\t".join([s.source, s.video, s.subset, s.label, f"{s.start_s:g}", f"{s.end_s:g}", f"{d:.3f}", action])
-              for s, d, action in rows]
-    return "\n".join(lines) + "\n"
-
-
-def read_past_end(folder: str | Path) -> list[dict]:
-    """The rows of ``past_end.tsv`` (an empty list when the file is absent: a table made before it existed)."""
-    import csv
-
-    path = Path(folder) / "past_end.tsv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
 
 
 def main(argv=None) -> int:

@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.annotations import DURATION_TOLERANCE_S, Annotations, read_table, with_durations
-from pipeline.feature_files import FEATURE_DIM, read_features
-from pipeline.feature_index import read_index
-from pipeline.io import atomic_path, atomic_write_json, atomic_write_text, fsync_path
+from pipeline.core.annotation_io import DURATION_TOLERANCE_S, Annotations, read_table, with_durations
+from pipeline.core.feature_files import FEATURE_DIM, read_features
+from pipeline.core.io import atomic_path, atomic_write_json, atomic_write_text, fsync_path
+from pipeline.core.run_files import read_index
 
 WTALC_NAMES = {"thumos14": "Thumos14reduced", "activitynet12": "ActivityNet1.2"}
 

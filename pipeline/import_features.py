@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.feature_files import FEATURE_DIM
-from pipeline.io import atomic_path, atomic_write_json
-from pipeline.safeload import load_npy, load_npy_strings
+from pipeline.core.feature_files import FEATURE_DIM
+from pipeline.core.io import atomic_path, atomic_write_json
+from pipeline.core.safeload import load_npy, load_npy_strings
 
 
 def import_wtalc(features_file: str | Path, videoname_file: str | Path, out_dir: str | Path,

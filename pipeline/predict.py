@@ -2,7 +2,7 @@
 
 For a folder of videos that have no annotations (the ``folder`` preset with
 ``model=PATH``). The checkpoint carries its classes and the signature of its
-training features (sampling, flow, weights: ``pipeline.workflow.feature_signature``);
+training features (sampling, flow, weights: ``pipeline.workflow.rules.feature_signature``);
 the localization settings are the run's (``localize:``; a model trained on
 ActivityNet 1.2 localizes as that preset does with
 ``--config 'localize={class_selection: top2, attention_rescale: true}'``).
@@ -13,7 +13,7 @@ Outputs in ``--out``: ``detections.json`` (ActivityNet results format),
 ``detections.csv`` (video, label, start_s, end_s, score; best first per
 video), ``timelines/<video>.png`` (the TCAM of the detected classes and the
 detections, in seconds), ``index.html`` linking them, and ``viewer.html``
-(pipeline/viewer.py: each video playable with its detections on a timeline).
+(pipeline/core/viewer.py: each video playable with its detections on a timeline).
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.intervals import snippet_centres
-from pipeline.io import atomic_write_json, atomic_write_text
-from pipeline.progress import progress_bar
-from pipeline.settings import LocalizeSettings
+from pipeline.core.intervals import snippet_centres
+from pipeline.core.io import atomic_write_json, atomic_write_text
+from pipeline.core.progress import progress_bar
+from pipeline.core.settings import LocalizeSettings
 
 
 class SignatureError(ValueError):
@@ -64,7 +64,7 @@ def csv_text(results: dict[str, list[dict]]) -> str:
 def plot_timeline(video: str, centres: np.ndarray, tcam: np.ndarray, dets: list[dict], classes: list[str],
                   path: Path) -> None:
     """The TCAM of the detected classes (or the top one) over time, detections as shaded spans."""
-    from pipeline.figures import pyplot, save_png
+    from pipeline.core.figures import pyplot, save_png
 
     plt = pyplot()
     shown = sorted({d["label"] for d in dets}, key=classes.index) or [classes[int(tcam.max(0).argmax())]]
@@ -110,9 +110,10 @@ def timeline_name(video: str) -> str:
 def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSettings | None = None,
         signature: dict | None = None, progress: bool = True, sources: dict[str, str] | None = None) -> dict[str, list[dict]]:
     """Detections for each ``<video>.npy`` in ``features`` (its ``<video>.json`` provenance beside it)."""
-    from pipeline.feature_files import read_features
-    from pipeline.localize import infer, localize, snippet_seconds, to_results
-    from pipeline.checkpoint import load_model, read_checkpoint
+    from pipeline.core.feature_files import read_features
+    from pipeline.compute.localization import infer, localize, to_results
+    from pipeline.core.intervals import snippet_seconds
+    from pipeline.compute.checkpoint import load_model, read_checkpoint
 
     ckpt = read_checkpoint(model_path)
     if signature is not None:
@@ -141,7 +142,7 @@ def run(model_path: str, features: list[str], out_dir: str, settings: LocalizeSe
                                                 "skipped": skipped})
     atomic_write_text(out / "detections.csv", csv_text(results))
     atomic_write_text(out / "index.html", page(results, skipped, model_path, classes))
-    from pipeline.viewer import relative_src, viewer_html
+    from pipeline.core.viewer import relative_src, viewer_html
 
     sources = sources or {}
     videos = [{"name": v, "src": relative_src(sources[v], out) if v in sources else "",
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], fromfile_prefix_chars="@")
     ap.add_argument("features", nargs="+", help="<video>.npy files (their <video>.json provenance beside them)")
     ap.add_argument("--model", required=True, help="model.pt from train")
-    ap.add_argument("--signature", help="JSON: how these features were made (pipeline.workflow.feature_signature)")
+    ap.add_argument("--signature", help="JSON: how these features were made (pipeline.workflow.rules.feature_signature)")
     ap.add_argument("--localize", default="{}", help="LocalizeSettings as JSON")
     ap.add_argument("--sources", default="{}", help="JSON video -> its file (the viewer plays it)")
     ap.add_argument("--out", required=True, help="output folder")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.figures import pyplot, save_png
-from pipeline.io import atomic_write_text
+from pipeline.core.figures import pyplot, save_png
+from pipeline.core.io import atomic_write_text
 
 
 def plot_ap_per_class(metrics: dict[str, dict], path: Path, tiou: str = "0.5") -> None:
@@ -191,7 +191,7 @@ def table_rows(metrics: dict[str, dict], labels: dict[str, str] | None = None,
 
 def cost_tables(costs: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
     """The stage-cost table and the projection onto the full datasets, from pipeline/costs.py's costs.json."""
-    from pipeline.costs import hours
+    from pipeline.core.run_files import hours
 
     def num(x, fmt):
         return "-" if x is None or x != x else format(x, fmt)
@@ -286,9 +286,9 @@ def provenance_lines(feature_jsons) -> list[str]:
 def write_viewer(out: Path, title: str, ann, subset: str, runs: Path, experiments: list[str], sources: dict[str, str],
                  feature_jsons: list[str]) -> Path:
     """report/viewer.html: the test videos playable, with ground truth and each run's detections
-    (pipeline/viewer.py)."""
-    from pipeline.evaluate import load_detections
-    from pipeline.viewer import relative_src, viewer_html
+    (pipeline/core/viewer.py)."""
+    from pipeline.core.metrics import load_detections
+    from pipeline.core.viewer import relative_src, viewer_html
 
     durations = {}
     for p in feature_jsons:
@@ -314,9 +314,9 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
         feature_jsons: list[str], out_dir: str, n_timelines: int, costs_json: str | None = None,
         labels: dict[str, str] | None = None, caption: str = "", groups: dict[str, str] | None = None,
         sources: dict[str, str] | None = None) -> None:
-    from pipeline.annotations import read_table
-    from pipeline.evaluate import load_detections
-    from pipeline.localize import read_tcams
+    from pipeline.core.annotation_io import read_table
+    from pipeline.core.metrics import load_detections
+    from pipeline.core.run_files import read_tcams
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +358,7 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
     if lost[0]:
         notes.insert(1, f"{lost[0]} ground-truth segment(s) on {lost[1]} skipped test video(s) count as misses "
                         "in every row: a video the run could not read still has its actions.")
-    from pipeline.durations import read_past_end
+    from pipeline.core.run_files import read_past_end
 
     past = past_end_note(read_past_end(annotations_dir), subset)
     if past:
@@ -372,9 +372,9 @@ def run(preset: str, experiments: list[str], runs_dir: str, annotations_dir: str
                      + ": numbers under different protocols are not comparable.")
     provenance = provenance_lines(feature_jsons)
     title = f"Weakly supervised action localization: {preset}"
-    from pipeline.learning_curve import read_csv
+    from pipeline.core.run_files import read_curve
 
-    curves = {n: read_csv(runs / n / "curve.csv") for n in experiments if (runs / n / "curve.csv").exists()}
+    curves = {n: read_curve(runs / n / "curve.csv") for n in experiments if (runs / n / "curve.csv").exists()}
     plot_curves(curves, out / "learning_curves.png")  # empty axes when train.eval_every is 0
     plots["Learning curves (test subset)"] = out / "learning_curves.png"
     for n, rows in curves.items():

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.io import atomic_write_json
+from pipeline.core.io import atomic_write_json
 
 
 def collect(meta_paths, missing_file: str | None = None) -> list[dict]:
@@ -26,11 +26,6 @@ def collect(meta_paths, missing_file: str | None = None) -> list[dict]:
         if meta.get("status") != "ok":
             skipped.append({"video": meta["video"], "stage": "decode", "reason": meta.get("reason", "")})
     return sorted(skipped, key=lambda s: s["video"])
-
-
-def read_skipped(path: str | Path) -> set[str]:
-    """Names of the skipped videos, for later stages to leave out."""
-    return {s["video"] for s in json.loads(Path(path).read_text())["skipped"]}
 
 
 def main(argv=None) -> int:

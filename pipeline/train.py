@@ -30,49 +30,14 @@ import numpy as np
 import torch
 
 from models.losses import d2net_loss
-from pipeline.checkpoint import build_model
-from pipeline.feature_files import read_features
-from pipeline.io import atomic_write_text, save_torch
-from pipeline.progress import progress_bar
-from pipeline.runtime import torch_device
-from pipeline.settings import TrainSettings
+from pipeline.compute.checkpoint import build_model, save_torch
+from pipeline.core.feature_files import read_features
+from pipeline.core.io import atomic_write_text
+from pipeline.core.progress import progress_bar
+from pipeline.compute.device import torch_device
+from pipeline.core.settings import TrainSettings
 
 LOG_COLUMNS = ("iteration", "total", "cls", "ds", "dv", "seconds")
-
-
-def step_seconds(s: TrainSettings, n_classes: int, batch: int, snippets: int, iterations: int = 1,
-                 device: str = "cpu", anomaly: bool = False) -> float:
-    """Seconds of one training iteration (forward, the full loss with pDMI on, backward, Adam step) on random
-    features of the given shape: the best of ``iterations`` after one warm-up. bench/train.py and the cost
-    projection (pipeline/costs.py) time training with it."""
-    from dataclasses import replace
-
-    torch.manual_seed(0)
-    s = replace(s, batch_size=batch, pdmi_start_iter=0)
-    model = build_model(n_classes, s).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    x = torch.randn(batch, snippets, 2048, device=device)
-    seq = torch.full((batch,), snippets, device=device)
-    labels = torch.zeros(batch, n_classes, device=device)
-    labels[torch.arange(batch), torch.arange(batch) % n_classes] = 1
-    gen = torch.Generator().manual_seed(0)
-    best = float("inf")
-    with torch.autograd.set_detect_anomaly(anomaly):
-        for i in range(iterations + 1):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            out = model(x)
-            total, _, bg = d2net_loss(out, seq, labels, model.running_bg, s, 2 * (i + 1), gen)
-            model.running_bg.copy_(bg.detach())
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if i:
-                best = min(best, time.perf_counter() - t)
-    return best
 
 
 def sample_batch(rng: np.random.Generator, feats: list[np.ndarray], labels: np.ndarray, s: TrainSettings):
@@ -105,7 +70,7 @@ def _write_log(path: Path, rows) -> None:
 
 
 def plot_losses(rows, path: Path, title: str) -> None:
-    from pipeline.figures import pyplot, save_png
+    from pipeline.core.figures import pyplot, save_png
 
     plt = pyplot()
     a = np.asarray(rows, dtype=float)
@@ -141,7 +106,7 @@ def inputs_fingerprint(feats: list[np.ndarray], labels: np.ndarray, classes: lis
 def resumable(path: Path, settings: dict, inputs: str) -> dict | None:
     """The checkpoint to resume from, or None. One that cannot be read, or was made with other settings or
     on other inputs (features, labels, classes), is set aside (renamed, never deleted) with a line saying why."""
-    from pipeline.checkpoint import CheckpointError, read_checkpoint
+    from pipeline.compute.checkpoint import CheckpointError, read_checkpoint
 
     if not path.exists():
         return None
@@ -168,14 +133,14 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
           test_set=None, scoring=None, checkpoint_every: int = 500) -> Path:
     """Train (or resume from ``checkpoint.pt``) in ``out_dir``; returns the path of model.pt.
 
-    With ``s.eval_every`` and a ``test_set`` (pipeline.learning_curve), the model's outputs on the test
+    With ``s.eval_every`` and a ``test_set`` (pipeline/compute/curve_points.py), the model's outputs on the test
     subset are saved every ``eval_every`` iterations and at the end (``test_outputs/``: rule curve scores
     them); with ``s.select_on_test`` and a ``scoring``, each point is scored here too and the best point's
     weights (mean mAP over the tIoU thresholds) become model.pt.
     """
     import shutil
 
-    from pipeline import learning_curve
+    from pipeline.compute import curve_points
 
     if s.select_on_test and s.eval_every and test_set is not None and scoring is None:
         raise ValueError("select_on_test needs the localize and evaluation settings to score the test subset")
@@ -227,13 +192,13 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
             bar.set_postfix(loss=f"{total.item():.3f}", cls=f"{terms['cls']:.3f}", ds=f"{terms['ds']:.3f}",
                             dv=f"{terms['dv']:.3f}")
         if test_set is not None and s.eval_every and ((it + 1) % s.eval_every == 0 or it + 1 == s.iterations):
-            outs = learning_curve.outputs(model, test_set)  # read-only: dropout off, no gradient, no RNG
-            learning_curve.save_outputs(outs, classes, s.topk_divisor, it + 1, points)
+            outs = curve_points.outputs(model, test_set)  # read-only: dropout off, no gradient, no RNG
+            curve_points.save_outputs(outs, classes, s.topk_divisor, it + 1, points)
             if s.select_on_test:
-                r = learning_curve.score(outs, classes, s.topk_divisor, test_set.spans, scoring)
+                r = curve_points.score(outs, classes, s.topk_divisor, test_set.spans, scoring)
                 if not best or r["average_map"] > best["average_map"]:
                     best = {"iteration": it + 1, "average_map": r["average_map"],
-                            "state": learning_curve.copy_state(model)}
+                            "state": curve_points.copy_state(model)}
         if (it + 1) % checkpoint_every == 0 and it + 1 < s.iterations:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
@@ -266,7 +231,7 @@ def train(feats: list[np.ndarray], labels: np.ndarray, classes: list[str], s: Tr
 
 def training_set(features_dir: str | Path, annotations_dir: str | Path, subset: str, skipped: set[str] = frozenset()):
     """Features and multi-hot labels of the subset's videos that have snippets and a label."""
-    from pipeline.annotations import read_table
+    from pipeline.core.annotation_io import read_table
 
     ann = read_table(annotations_dir)
     index = {c: i for i, c in enumerate(ann.classes)}
@@ -290,8 +255,8 @@ def training_set(features_dir: str | Path, annotations_dir: str | Path, subset: 
 
 
 def main(argv=None) -> int:
-    from pipeline.settings import TrainRuntime, from_dict
-    from pipeline.skipped import read_skipped
+    from pipeline.core.settings import TrainRuntime, from_dict
+    from pipeline.core.run_files import read_skipped
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", required=True, help="folder of <video>.npy")
@@ -324,9 +289,9 @@ def main(argv=None) -> int:
     print(f"train: {len(names)} videos, {len(classes)} classes, {s.iterations} iterations", file=sys.stderr)
     test_set = scoring = None
     if s.eval_every and args.test_features:
-        from pipeline.annotations import read_table
-        from pipeline.learning_curve import Scoring, load_test_set
-        from pipeline.settings import EvaluationSettings, LocalizeSettings
+        from pipeline.core.annotation_io import read_table
+        from pipeline.compute.curve_points import Scoring, load_test_set
+        from pipeline.core.settings import EvaluationSettings, LocalizeSettings
 
         ann = read_table(args.annotations)
         test_set = load_test_set(args.test_features, args.test_decoded,

@@ -22,7 +22,7 @@ starts, the stage runs in this process instead (one log line says why).
 
 On a shared node nothing crosses a job's or a user's boundary. There is one
 server per user, interpreter, checkout and scheduler job (SLURM_JOB_ID and the
-other schedulers' ids: pipeline/nodelocal.py), started by a process of that
+other schedulers' ids: pipeline/core/nodelocal.py), started by a process of that
 job, so a job's stages run inside its own cgroup, CPU set and memory limit and
 end with it. Its socket lives in the user's private node-local folder (0700,
 owner and type checked); each end checks the other's uid (SO_PEERCRED) before
@@ -49,7 +49,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.nodelocal import check_private, private_dir, scheduler_job
+from pipeline.core.nodelocal import check_private, private_dir, scheduler_job
 
 STAGES = ("flow", "features")
 PRELOAD = ("numpy", "torch", "torch.nn.functional", "cv2")
@@ -167,7 +167,7 @@ def _child(conn: socket.socket, msg: bytes, fds: list[int]) -> None:
         except SystemExit as e:
             rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         except BaseException:
-            sys.excepthook(*sys.exc_info())  # as a cold job would print it (pipeline.io's one-line errors)
+            sys.excepthook(*sys.exc_info())  # as a cold job would print it (pipeline.core.io's one-line errors)
             rc = 1
         sys.stdout.flush()
         sys.stderr.flush()

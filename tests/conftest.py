@@ -60,6 +60,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 def resolved(preset: str | None = None, **command_line) -> dict:
     """The run's settings as the Snakefile resolves them: workflow_config.yaml, the preset, ``command_line``."""
-    from pipeline import workflow as wf
+    from pipeline.workflow import rules as wf
 
     return wf.resolve(wf.config_layers(REPO / "workflow_config.yaml", words=command_line), preset)

@@ -1,9 +1,9 @@
-"""Changed values of declared settings, made from the declaration alone (pipeline/settings.py), so that a new
+"""Changed values of declared settings, made from the declaration alone (pipeline/core/settings.py), so that a new
 setting is covered by the precedence and rerun tests without writing a test for it."""
 import typing
 from typing import Literal
 
-from pipeline.settings import COMPUTED, RUN, RUNTIME, declared_settings, kind_of, readers_of
+from pipeline.core.settings import COMPUTED, RUN, RUNTIME, declared_settings, kind_of, readers_of
 
 __all__ = ["COMPUTED", "RUN", "RUNTIME", "changed", "command_line_word", "settings_to_change"]
 

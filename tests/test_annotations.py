@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import annotations as A
-from pipeline.safeload import UnsafePickleError, load_npy, load_pickle
+from pipeline.core import annotation_io as A
+from pipeline.core.safeload import UnsafePickleError, load_npy, load_pickle
 from conftest import thumos_dir
 
 
@@ -298,7 +298,7 @@ def test_real_activitynet12_set():
 def test_labels_all_needs_only_the_latin1_codec():
     import io
 
-    from pipeline.safeload import restricted_pickle_load
+    from pipeline.core.safeload import restricted_pickle_load
 
     assert list(load_npy(ANET / "labels_all.npy")[0]) == ["Dodgeball"]
 
@@ -323,7 +323,7 @@ def test_official_json_is_read_instead_when_present(tmp_path):
 
 
 def test_videos_are_matched_by_name_or_youtube_id(tmp_path):
-    from pipeline.videos import VideoFolderError, find_videos, match
+    from pipeline.core.videos import VideoFolderError, find_videos, match
 
     for name in ("v_abc.mp4", "def.MKV", "video_3.avi", "stray.mp4", "notes.txt"):
         (tmp_path / name).touch()

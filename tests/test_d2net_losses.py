@@ -169,8 +169,8 @@ def test_running_background():
 
 
 def test_the_settings_module_names_every_loss_variant():
-    """pipeline/settings.py validates variants without importing torch: its list must be models/losses.py's."""
+    """pipeline/core/settings.py validates variants without importing torch: its list must be models/losses.py's."""
     from models.losses import VARIANTS
-    from pipeline.settings import LOSS_VARIANTS
+    from pipeline.core.settings import LOSS_VARIANTS
 
     assert set(LOSS_VARIANTS) == set(VARIANTS)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.decode import DecodeError, DecodeRuntime, DecodeSettings, decode_video, open_frames, resample, resize_crop, run
-from pipeline.io import NpyAppender
+from pipeline.core.io import NpyAppender
 from pipeline.demo_data import write_video
 from conftest import brightness_frames, frame_index, garbage
 
@@ -309,7 +309,7 @@ def test_stride_must_divide_the_window():
 
 
 def test_snippet_spans_follow_from_fps_window_and_stride():
-    from pipeline.intervals import snippet_span
+    from pipeline.core.intervals import snippet_span
 
     start, end = snippet_span(np.arange(3), np.arange(3) + 1, 4 / 25, 16 / 25)
     assert np.allclose(start, [0, 0.16, 0.32]) and np.allclose(end, [0.64, 0.8, 0.96])
@@ -329,7 +329,7 @@ def test_native_fps_keeps_every_source_frame(tmp_path, videos, backend):
 
 def test_variable_frame_rate_snippet_spans_hold_the_frames_shown_then(tmp_path, videos):
     """With a VFR source and overlapping snippets, snippet i's frames are the source frames on screen in its span."""
-    from pipeline.intervals import snippet_span
+    from pipeline.core.intervals import snippet_span
 
     d, times = videos
     s = DecodeSettings(**{**SMALL.__dict__, "snippet_frames": 8, "snippet_stride": 2, "fps": 10})

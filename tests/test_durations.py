@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipeline import durations as D
-from pipeline.annotations import AnnotationError, Annotations, Segment
+from pipeline.core.annotation_io import AnnotationError, Annotations, Segment
 from pipeline.demo_data import write_video
 from pipeline.report import past_end_note
 from conftest import REPO

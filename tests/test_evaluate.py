@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.annotations import Annotations, Segment
-from pipeline.evaluate import EvaluationError, classification_map, evaluate
+from pipeline.core.annotation_io import Annotations, Segment
+from pipeline.core.metrics import EvaluationError, classification_map, evaluate
 
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 
@@ -131,7 +131,7 @@ def test_classification_map():
 
 
 def test_chance_level_keeps_the_detections_but_not_their_places():
-    from pipeline.evaluate import chance_level, placed_at_random
+    from pipeline.core.metrics import chance_level, placed_at_random
 
     gt = [(f"v{i}", "Jump", 10.0 + i, 14.0 + i) for i in range(1, 3)] + [("v1", "Run", 50, 53), ("v2", "Run", 70, 72)]
     dets = det(*[(v, c, s, e, 0.9) for v, c, s, e in gt])
@@ -147,7 +147,7 @@ def test_chance_level_keeps_the_detections_but_not_their_places():
 
 def test_real_thumos14_test_set_ground_truth_scores_100_and_a_shift_loses_the_tight_thresholds():
     from conftest import thumos_dir
-    from pipeline.annotations import read_thumos14_txt
+    from pipeline.core.annotation_io import read_thumos14_txt
 
     root = thumos_dir()
     a = read_thumos14_txt({"validation": root / "annotations_val", "test": root / "annotations_test"})
@@ -169,8 +169,8 @@ def test_real_thumos14_test_set_ground_truth_scores_100_and_a_shift_loses_the_ti
 
 
 def test_classes_without_training_videos_are_named():
-    from pipeline.annotations import Annotations, Segment
-    from pipeline.evaluate import unlearnable_classes
+    from pipeline.core.annotation_io import Annotations, Segment
+    from pipeline.core.metrics import unlearnable_classes
 
     ann = Annotations(["Jump", "Run", "Swim"],
                       [Segment("t1", "train", "Jump", 1, 2), Segment("v1", "test", "Jump", 1, 2),

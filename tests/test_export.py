@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import REPO, thumos_dir
-from pipeline.annotations import read_thumos14_txt, read_wtalc_npy, write_table
+from pipeline.core.annotation_io import read_thumos14_txt, read_wtalc_npy, write_table
 from pipeline.export import run, save_object_npy
-from pipeline.feature_index import COLUMNS, read_index, tsv_text
+from pipeline.core.run_files import INDEX_COLUMNS, index_tsv, read_index
 
 # What numpy 1.x pickles of object arrays reference; numpy 2 also resolves these (numpy.core aliases).
 NUMPY1_GLOBALS = {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
@@ -42,9 +42,9 @@ def write_features(out, ann, videos, rng, stride=16, window=16, fps=25.0, skippe
         np.save(fdir / f"{v}.npy", rng.standard_normal((n, 2048)).astype(np.float32))
         paths.append(str(fdir / f"{v}.npy"))
         duration = (durations or {}).get(v, max([s.end_s for s in ann.segments if s.video == v] + [0]) + 7.5)
-        rows.append(dict(zip(COLUMNS, [v, "skipped" if v in skipped else "ok", n, fps, window, stride, duration,
+        rows.append(dict(zip(INDEX_COLUMNS, [v, "skipped" if v in skipped else "ok", n, fps, window, stride, duration,
                                        "corrupt" if v in skipped else ""])))
-    (fdir / "index.tsv").write_text(tsv_text(rows))
+    (fdir / "index.tsv").write_text(index_tsv(rows))
     return paths
 
 
@@ -110,7 +110,7 @@ def test_wtalc_export_round_trips_through_our_reader(thumos_export):
     tmp, ann, *_ = thumos_export
     back = read_wtalc_npy(tmp / "export" / "wtalc" / "Thumos14reduced-Annotations")
     key = lambda segs: sorted((s.video, s.subset, s.label, s.start_s, s.end_s) for s in segs)
-    from pipeline.feature_index import read_index
+    from pipeline.core.run_files import read_index
 
     measured = {r["video"]: r["duration_s"] for r in read_index(tmp / "features" / "index.tsv")}
     assert back.classes == ann.classes and back.videos == {v: (s, measured[v]) for v, (s, _) in ann.videos.items()}
@@ -251,7 +251,7 @@ def test_export_durations_describe_the_features_and_record_a_differing_annotated
     """ActivityNet's annotation says how long the video was on YouTube; the file decoded may be shorter or
     longer. Loaders lay the feature grid on the exported duration: it is the decoded one, and the annotated one
     is recorded beside it where they differ by more than the durations stage's tolerance."""
-    from pipeline.annotations import DURATION_TOLERANCE_S
+    from pipeline.core.annotation_io import DURATION_TOLERANCE_S
 
     ann, videos = activitynet_subset(2, 2)
     write_table(ann, tmp_path / "annotations")
@@ -281,7 +281,7 @@ def test_d2net_evaluation_files_for_thumos14(tmp_path):
     order, an (N, 3) object array of [video number, start / duration, end / duration]) and holds every official
     test segment. (The released test_gt_segments.npy itself is a cleaned set, 210 videos and 3,234 instances
     with moved boundaries, against the official files' 212 and 3,358: it is not derived from them.)"""
-    from pipeline.safeload import load_npy
+    from pipeline.core.safeload import load_npy
 
     released = REPO.parent / "shared" / "data" / "thumos14" / "Thumos14reduced-Annotations"
     if not released.is_dir():

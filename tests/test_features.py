@@ -7,7 +7,7 @@ import torch
 from models.i3d_weights import WeightsError
 from pipeline.features import Extractor, FeatureRuntime, FeatureSettings, extract, load_stream, run
 from pipeline.import_features import import_wtalc
-from pipeline.io import NpyAppender
+from pipeline.core.io import NpyAppender
 
 RANDOM = FeatureSettings(rgb_weights="random", flow_weights="random")
 

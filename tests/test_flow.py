@@ -10,8 +10,8 @@ from models.tvl1 import TVL1Params
 from pipeline.decode import DecodeSettings, run as decode_run
 from pipeline.demo_data import DemoSettings, generate
 from pipeline.flow import FlowRuntime, FlowSettings, compute_flow, run
-from pipeline.flow_files import dequantize, quantize
-from pipeline.io import NpyAppender
+from pipeline.core.flow_files import dequantize, quantize
+from pipeline.core.io import NpyAppender
 
 FAST = FlowSettings(tvl1=TVL1Params(nscales=2, warps=2, outer_iterations=2, inner_iterations=10))
 EAGER = FlowRuntime(compile=False, batch_size=8)

@@ -52,7 +52,7 @@ def test_features_for_every_readable_video_and_an_index(folder_run):
     prov = json.loads((out / "features" / "bikes in the park é.json").read_text())
     assert prov["sampling"] == {"fps": 25.0, "fps_setting": 25, "snippet_frames": 16, "snippet_stride": 16,
                                 "short_side": 128, "crop": 112}
-    from pipeline.feature_index import read_index
+    from pipeline.core.run_files import read_index
 
     index = {r["video"]: r for r in read_index(out / "features" / "index.tsv")}
     assert set(index) == {"bikes in the park é", "clip two", "broken", "tiny"}  # notes.txt is not a video
@@ -74,7 +74,7 @@ def test_an_empty_or_missing_folder_is_a_clear_error(tmp_path):
 
 def small_model(path, signature: dict, classes=("Jump", "Run")):
     """A briefly trained D2-Net recording ``signature``, as the train rule writes one."""
-    from pipeline.settings import TrainSettings
+    from pipeline.core.settings import TrainSettings
     from pipeline.train import train
 
     rng = np.random.default_rng(0)
@@ -86,9 +86,9 @@ def small_model(path, signature: dict, classes=("Jump", "Run")):
 
 
 def signature_of(own_videos, results, **decode) -> dict:
-    """What the workflow computes for the folder run (pipeline.workflow.feature_signature), with other decode
+    """What the workflow computes for the folder run (pipeline.workflow.rules.feature_signature), with other decode
     settings if given."""
-    from pipeline import workflow as wf
+    from pipeline.workflow import rules as wf
 
     words = folder_config(own_videos, results, presets={"folder": {"decode": {**SMALL["decode"], **decode}}})
     return wf.feature_signature(wf.resolve(wf.config_layers(REPO / "workflow_config.yaml", words=words)))

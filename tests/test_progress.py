@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from conftest import REPO
-from pipeline.progress import progress_bar
+from pipeline.core.progress import progress_bar
 
 
 def test_stages_draw_progress_only_through_the_helper():
@@ -16,7 +16,7 @@ def test_stages_draw_progress_only_through_the_helper():
 
 def test_a_log_file_gets_a_line_at_most_every_30_s_and_a_disabled_bar_still_counts(tmp_path):
     # in a fresh process: tqdm reads TQDM_DISABLE once, when it is imported
-    code = ("from pipeline.progress import progress_bar\n"
+    code = ("from pipeline.core.progress import progress_bar\n"
             "bar = progress_bar(total=3, desc='x', unit='it')\n"
             "print(bar.mininterval, bar.disable)")
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}

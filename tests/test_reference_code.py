@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 from conftest import resolved
-from pipeline import workflow as wf
+from pipeline.workflow import rules as wf
 
 
 def profile(preset="thumos14"):
@@ -87,7 +87,7 @@ def reference_detections(tcam: np.ndarray) -> list[tuple[int, int, int, float]]:
 
 
 def test_localization_with_the_profile_equals_the_reference_post_processing():
-    from pipeline.localize import localize
+    from pipeline.compute.localization import localize
 
     rng = np.random.default_rng(3)
     loc = wf.localize_settings(profile(), "reference_code")

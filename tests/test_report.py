@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.annotations import Annotations, Segment, write_table
-from pipeline.evaluate import chance_level, evaluate, load_detections
-from pipeline.io import atomic_write_json
-from pipeline.localize import LocalizeSettings, read_lengths_s, read_scores
+from pipeline.core.annotation_io import Annotations, Segment, write_table
+from pipeline.core.metrics import chance_level, evaluate, load_detections
+from pipeline.core.io import atomic_write_json
+from pipeline.core.run_files import read_lengths_s, read_scores
+from pipeline.core.settings import LocalizeSettings
 from pipeline.localize import run as localize
 from pipeline.report import run as report
-from pipeline.checkpoint import build_model
-from pipeline.train import TrainSettings
+from pipeline.compute.checkpoint import build_model
+from pipeline.core.settings import TrainSettings
 
 
 @pytest.fixture

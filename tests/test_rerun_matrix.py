@@ -1,6 +1,6 @@
 """Rerun exactly what a change makes stale: on one finished tiny demo run, a dry run per declared setting.
 
-Generated from the declaration (pipeline/settings.py): a computed setting, changed, reruns exactly the stages
+Generated from the declaration (pipeline/core/settings.py): a computed setting, changed, reruns exactly the stages
 it names as its readers and what depends on them (Snakemake's own DAG gives the dependents); a runtime setting
 reruns nothing. Beside them: --cores, a touched but unchanged config file, and one replaced video (that
 video's per-video jobs, no other video's). A new setting is covered without writing a test for it.
@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO
 from declared import COMPUTED, changed, command_line_word, lookup, nested, settings_to_change
-from pipeline import workflow as wf
+from pipeline.workflow import rules as wf
 from test_workflow import QUICK_FLOW, TINY_DEMO, snakemake
 
 OVERRIDE = {**TINY_DEMO, **QUICK_FLOW}

@@ -1,4 +1,4 @@
-"""pipeline/settings.py is the one declaration of every setting: workflow_config.yaml agrees with it, the
+"""pipeline/core/settings.py is the one declaration of every setting: workflow_config.yaml agrees with it, the
 configuration reference is generated from it, the stage CLIs validate through it, and the precedence
 (defaults < yaml < preset < command line) holds for every key a preset sets."""
 import re
@@ -10,9 +10,9 @@ import yaml
 
 from conftest import REPO, resolved
 from declared import changed, command_line_word, lookup, nested
-from pipeline import settings as S
-from pipeline import workflow as wf
-from pipeline.settings import DecodeSettings, FlowSettings, LocalizeSettings, SettingsError, from_dict
+from pipeline.core import settings as S
+from pipeline.workflow import rules as wf
+from pipeline.core.settings import DecodeSettings, FlowSettings, LocalizeSettings, SettingsError, from_dict
 
 CONFIG_TEXT = (REPO / "workflow_config.yaml").read_text()
 CONFIG = yaml.safe_load(CONFIG_TEXT)
@@ -55,7 +55,7 @@ def test_every_yaml_key_is_declared():
 def test_the_configuration_reference_is_current():
     page = (REPO / "docs" / "configuration.md").read_text()
     assert page == S.reference_markdown(CONFIG["presets"]), \
-        "docs/configuration.md is stale: python -m pipeline.settings > docs/configuration.md"
+        "docs/configuration.md is stale: python -m pipeline.core.settings > docs/configuration.md"
     for key, *_ in S.declared_settings():
         assert f"| `{key}` |" in page
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from models.losses import video_scores
-from pipeline.evaluate import average_precision
-from pipeline.checkpoint import load_model
-from pipeline.train import TrainSettings, train
+from pipeline.core.metrics import average_precision
+from pipeline.compute.checkpoint import load_model
+from pipeline.core.settings import TrainSettings
+from pipeline.train import train
 
 
 def synthetic(n_videos, n_classes=3, dim=256, seed=0):
@@ -73,7 +74,8 @@ RUN = """
 import sys, numpy as np, torch
 sys.path.insert(0, sys.argv[2])
 from test_train import synthetic, FAST
-from pipeline.train import TrainSettings, train
+from pipeline.core.settings import TrainSettings
+from pipeline.train import train
 torch.set_num_threads(1)
 feats, labels, _ = synthetic(24, seed=3)
 train(feats, labels, ["a", "b", "c"], TrainSettings(iterations=120, seed=5, **FAST), sys.argv[1], checkpoint_every=20)
@@ -105,8 +107,8 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path):
 def demo_scores(results, experiment):
     """Video-level classification mAP on the demo's test videos, and how often the TCAM of a true segment's
     class is higher inside the segment than outside it."""
-    from pipeline.annotations import read_table
-    from pipeline.checkpoint import load_model
+    from pipeline.core.annotation_io import read_table
+    from pipeline.compute.checkpoint import load_model
 
     ann = read_table(results / "annotations")
     model, classes, s = load_model(results / "runs" / experiment / "model.pt")
@@ -157,11 +159,11 @@ def test_learns_the_demo(tmp_path):
 
 
 def synthetic_test_set(n_videos=8, seed=1):
-    """The synthetic test videos as a pipeline.learning_curve.TestSet (snippets 1 s, segments in seconds) and
+    """The synthetic test videos as a pipeline.compute.curve_points.TestSet (snippets 1 s, segments in seconds) and
     the Scoring that localizes and evaluates them."""
-    from pipeline.annotations import Annotations, Segment
-    from pipeline.learning_curve import Scoring, TestSet
-    from pipeline.settings import EvaluationSettings, LocalizeSettings
+    from pipeline.core.annotation_io import Annotations, Segment
+    from pipeline.compute.curve_points import Scoring, TestSet
+    from pipeline.core.settings import EvaluationSettings, LocalizeSettings
 
     feats, _, segments = synthetic(n_videos, seed=seed)
     names = [f"t{i}" for i in range(n_videos)]
@@ -175,8 +177,8 @@ def synthetic_test_set(n_videos=8, seed=1):
 def test_the_learning_curve_reads_without_changing_training(tmp_path):
     """Saving the test outputs changes no weight; the curve scored from them afterwards (rule curve) is what
     localize and evaluate give for the model at that point."""
-    from pipeline.checkpoint import load_model
-    from pipeline.learning_curve import curve_rows, outputs, score
+    from pipeline.compute.checkpoint import load_model
+    from pipeline.compute.curve_points import curve_rows, outputs, score
 
     torch.set_num_threads(2)
     feats, labels, _ = synthetic(24, seed=0)
@@ -198,8 +200,8 @@ def test_the_learning_curve_reads_without_changing_training(tmp_path):
 
 
 def test_selection_on_the_test_set_keeps_the_best_points_weights(tmp_path):
-    from pipeline.checkpoint import load_model
-    from pipeline.learning_curve import curve_rows, outputs, score
+    from pipeline.compute.checkpoint import load_model
+    from pipeline.compute.curve_points import curve_rows, outputs, score
 
     torch.set_num_threads(2)
     feats, labels, _ = synthetic(24, seed=0)

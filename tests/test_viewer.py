@@ -1,4 +1,4 @@
-"""The detection viewer (pipeline/viewer.py) in a real headless Chromium: click a detection, the video seeks
+"""The detection viewer (pipeline/core/viewer.py) in a real headless Chromium: click a detection, the video seeks
 there; the score threshold hides what is below it; no request leaves the machine."""
 import json
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.demo_data import write_video
-from pipeline.viewer import relative_src, viewer_html
+from pipeline.core.viewer import relative_src, viewer_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -76,7 +76,7 @@ def test_unknown_preset(tmp_path):
 
 def fake_thumos(tmp_path, skip=()):
     """A THUMOS14 layout: the real annotation files and one empty file per annotated video."""
-    from pipeline.annotations import read_thumos14_txt
+    from pipeline.core.annotation_io import read_thumos14_txt
 
     root = thumos_dir()
     ann = read_thumos14_txt({"validation": root / "annotations_val", "test": root / "annotations_test"})
@@ -281,14 +281,16 @@ def test_stale_only_reruns_on_a_reduced_dataset(tmp_path):
 
 
 def test_parsing_the_snakefile_loads_no_torch_cv2_or_av():
-    """Snakemake parses the Snakefile in every cluster job and dry run: its imports must stay light."""
-    code = ("import sys, re; src = open('Snakefile').read()\n"
-            "mods = re.findall(r'^from (\\S+) import (\\w+)|^import (\\S+)', src, re.M)\n"
-            "import importlib\n"
-            "for frm, name, imp in mods:\n"
+    """Snakemake parses the Snakefile in every cluster job and dry run: its imports, and every module of the
+    torch-free packages (pipeline/core, pipeline/workflow), load none of the heavy libraries."""
+    code = ("import sys, re, importlib, pkgutil; src = open('Snakefile').read()\n"
+            "for frm, names, imp in re.findall(r'^from (\\S+) import ([\\w, ]+)|^import (\\S+)', src, re.M):\n"
             "    m = importlib.import_module(imp or frm)\n"
-            "    if frm and not hasattr(m, name): importlib.import_module(f'{frm}.{name}')\n"
-            "import pipeline.workflow, pipeline.settings, pipeline.videos, pipeline.annotations\n"
+            "    for name in (n.split()[0] for n in names.split(',') if n.strip()):\n"
+            "        if not hasattr(m, name): importlib.import_module(f'{frm}.{name}')\n"
+            "import pipeline.core, pipeline.workflow\n"
+            "for pkg in (pipeline.core, pipeline.workflow):\n"
+            "    for info in pkgutil.iter_modules(pkg.__path__): importlib.import_module(f'{pkg.__name__}.{info.name}')\n"
             "print(sorted({'torch', 'cv2', 'av', 'decord', 'torchvision'} & set(sys.modules)))")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
@@ -296,7 +298,7 @@ def test_parsing_the_snakefile_loads_no_torch_cv2_or_av():
 
 def anet_subset(tmp_path, n=12, extra=()):
     """The real ActivityNet 1.2 annotations, with crawler-named placeholder files for ``n`` of the videos."""
-    from pipeline.annotations import read_wtalc_npy
+    from pipeline.core.annotation_io import read_wtalc_npy
 
     path = REPO / "data" / "activitynet12" / "ActivityNet1.2-Annotations"
     ann = read_wtalc_npy(path)
@@ -327,27 +329,52 @@ def test_activitynet12_dry_run_finds_crawler_named_videos(tmp_path):
     assert len(table) == 1 + len(names) and {r.split("\t")[0] for r in table[1:]} == set(names)
 
 
-def test_args_file_carries_lists_past_the_shell_limit(tmp_path):
-    """ActivityNet's aggregating rules pass ~7,000 paths: more than one shell argument may hold (128 KiB)."""
-    from pipeline.workflow import args_file
+def snakefile_rules() -> dict[str, str]:
+    """rule name -> the text of its block, from the Snakefile."""
+    text = (REPO / "Snakefile").read_text()
+    heads = list(re.finditer(r"^\s*rule (\w+):", text, re.M))
+    return {m.group(1): text[m.end():heads[i + 1].start() if i + 1 < len(heads) else len(text)]
+            for i, m in enumerate(heads)}
+
+
+def test_every_stage_is_called_one_way():
+    """Each rule that runs a stage is a shell: rule running `python -m pipeline.<stage> ... 2> {log:q}`."""
+    rules = snakefile_rules()
+    assert not re.search(r"^\s+run:\s*$", (REPO / "Snakefile").read_text(), re.M)
+    stages = {name: re.search(r'shell:\s*"python -m pipeline\.(\w+)', block) for name, block in rules.items()
+              if name != "all"}
+    assert all(stages.values()), [n for n, m in stages.items() if not m]
+    for name, block in rules.items():
+        if name != "all":
+            assert re.search(r'2> \{log:q\}"\s*$', block.split("shell:")[1].strip().split("\n\n")[0]), name
+    assert (REPO / "pipeline" / f"{stages['curve'].group(1)}.py").exists()
+
+
+def test_argument_files_carry_lists_past_the_kernel_limits(tmp_path):
+    """A list that grows with the dataset goes through `@<(printf ...)`, as the Snakefile's aggregating rules
+    pass it, through Snakemake's own shell: 2.6 MiB of paths, past both the kernel's limit on one argument
+    (128 KiB, which the command string itself exceeds) and on a whole command line (about 2 MiB)."""
+    import shlex
+
+    from snakemake.shell import shell
 
     metas = []
-    for i in range(3000):
-        p = tmp_path / "decoded" / f"a fairly long video name number {i:05d}" / "meta.json"
+    for i in range(11_000):
+        p = tmp_path / "decoded" / (f"{i:05d} a long video name " + "x" * 200) / "meta.json"
         p.parent.mkdir(parents=True)
         p.write_text(json.dumps({"video": p.parent.name, "status": "ok"}))
         metas.append(str(p))
+    assert sum(len(m) + 1 for m in metas) > 2.5 * 2**20
     (tmp_path / "missing.txt").write_text("")
-    assert sum(len(m) + 1 for m in metas) > 128 * 1024
-    with args_file(metas, "--missing", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "s.json")) as f:
-        r = subprocess.run([sys.executable, "-m", "pipeline.skipped", f"@{f}"], cwd=REPO, capture_output=True,
-                           text=True)
-    assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "s.json").read_text()) == {"skipped": [], "n_videos": 3000}
+    quoted = " ".join(shlex.quote(m) for m in metas)
+    shell.executable("bash")
+    shell(f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m pipeline.skipped "
+          f"@<(printf '%s\\n' {quoted}) --missing {tmp_path / 'missing.txt'} --out {tmp_path / 's.json'}")
+    assert json.loads((tmp_path / "s.json").read_text()) == {"skipped": [], "n_videos": 11_000}
 
 
 def test_disk_check_names_the_folder_and_free_space(tmp_path):
-    from pipeline.workflow import ConfigError, check_disk, disk_estimate, intermediate_bytes
+    from pipeline.workflow.rules import ConfigError, check_disk, disk_estimate, intermediate_bytes
 
     config = resolved("thumos14")
     assert intermediate_bytes(25 * 60, 224) == 25 * 60 * 224 * 224 * 5

@@ -3,7 +3,7 @@
 This module is the source. The workflow validates workflow_config.yaml, presets
 and command-line words against it (``validate_config``); the stages build their
 settings from it (``from_dict``); docs/configuration.md is generated from it
-(``python -m pipeline.settings``, a test checks the page is current); the rerun
+(``python -m pipeline.core.settings``, a test checks the page is current); the rerun
 test (tests/test_rerun_matrix.py) changes each setting in turn and checks that
 exactly the stages it names rerun.
 
@@ -21,7 +21,7 @@ and the stages that **read** it (Snakefile rule names). A class's ``KIND`` and
 ``READS`` hold for its fields unless a field says otherwise
 (``setting(..., kind=..., reads=...)``).
 
-The Snakefile imports this module at parse time (through pipeline/workflow.py),
+The Snakefile imports this module at parse time (through pipeline/workflow/rules.py),
 and Snakemake re-parses the Snakefile in every cluster job and dry run, so it
 loads no torch, cv2 or av; pydantic (already loaded by Snakemake's plugins)
 does the validation, including turning ``--config`` words ("15", "true") into
@@ -315,7 +315,7 @@ class TrainRuntime:
 
 @declare("localize", COMPUTED, ("localize", "curve", "predict"))
 class LocalizeSettings:
-    """From a trained D2-Net's TCAM to scored segments (pipeline/localize.py)."""
+    """From a trained D2-Net's TCAM to scored segments (pipeline/compute/localization.py)."""
 
     class_selection: Literal["half_max", "top2"] = setting(
         "half_max", "half_max (THUMOS: classes above half the best) | top2 (ActivityNet)")
@@ -449,7 +449,7 @@ def section_classes(section: str) -> list[type]:
 DERIVED = {"train": ("seed",)}
 SECTIONS = tuple(dict.fromkeys(c.SECTION for c in DECLARED if c.SECTION))
 OPTIONAL_SECTIONS = ("annotations", "generate")  # absent (null) unless a preset has them
-# Top-level keys that are not settings of a stage: validated by pipeline/workflow.py.
+# Top-level keys that are not settings of a stage: validated by pipeline/workflow/rules.py.
 STRUCTURE_KEYS = ("experiments", "experiment_sets", "presets")
 
 
@@ -579,12 +579,12 @@ def _show(value) -> str:
 
 def reference_markdown(presets: dict | None = None) -> str:
     """docs/configuration.md: every setting with its type, default, range, kind and readers; what each preset
-    sets. Made by ``python -m pipeline.settings`` (tests/test_settings.py checks it is current)."""
+    sets. Made by ``python -m pipeline.core.settings`` (tests/test_settings.py checks it is current)."""
     lines = [
         "# Configuration reference",
         "",
         "What every key of `workflow_config.yaml` means, its default, and which stages rerun when it changes.",
-        "Generated from the declaration in `pipeline/settings.py` by `python -m pipeline.settings > "
+        "Generated from the declaration in `pipeline/core/settings.py` by `python -m pipeline.core.settings > "
         "docs/configuration.md`; a test fails when this page is not current.",
         "",
         "## Where a value comes from",
@@ -622,7 +622,6 @@ def reference_markdown(presets: dict | None = None) -> str:
         doc = " ".join(c.__doc__.strip().splitlines()[0] for c in section_classes(section))
         lines += [doc, "", "| key | type | default | range | kind | read by | what it does |", "|---|---|---|---|---|---|---|"]
         for key, cls, name, info in rows:
-            nested = key.count(".") > (1 if section else 0)
             kind = kind_of(cls, name)
             readers = ", ".join(readers_of(cls, name)) if kind == COMPUTED else "-"
             lines.append(f"| `{key}` | {_type_name(info.annotation)} | {_show(info.default)} | {_range(info)} | "
@@ -660,7 +659,7 @@ def main() -> int:
 
     import yaml
 
-    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "workflow_config.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow_config.yaml").read_text())
     print(reference_markdown(config.get("presets")), end="")
     return 0
 

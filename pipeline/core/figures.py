@@ -16,7 +16,7 @@ def pyplot():
 
 def save_png(fig, path: str | os.PathLike) -> None:
     """Write ``fig`` to ``path`` as PNG atomically, then free it."""
-    from pipeline.io import atomic_path
+    from pipeline.core.io import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -6,7 +6,7 @@ import torch
 
 def torch_device(name: str = "auto", threads: int = 0, stage: str = "") -> torch.device:
     """``auto`` is CUDA when there is a GPU, else the CPU; ``threads`` > 0 sets torch's CPU threads. Under the
-    workflow a CUDA job takes a device slot (pipeline/gpu_slots.py) and runs on that device."""
+    workflow a CUDA job takes a device slot (pipeline/core/gpu_slots.py) and runs on that device."""
     if threads:
         torch.set_num_threads(threads)
     if name == "auto":
@@ -14,7 +14,7 @@ def torch_device(name: str = "auto", threads: int = 0, stage: str = "") -> torch
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"{stage or 'torch'}: device 'cuda' requested but no CUDA device is available")
     if name == "cuda":
-        from pipeline.gpu_slots import cuda_index
+        from pipeline.core.gpu_slots import cuda_index
 
         index = cuda_index(stage)  # a free GPU of the node when the workflow runs several jobs at once
         if index is not None:

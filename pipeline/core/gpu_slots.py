@@ -4,7 +4,7 @@ Snakemake limits how many GPU jobs run at once (the ``gpu`` resource) but does n
 each one gets, so on a many-GPU node every job would land on GPU 0. A job that runs on CUDA takes the
 first free slot here: ``jobs_per_device`` slots per device, filled one per device before any device
 gets a second job. A slot is an exclusive ``flock`` on ``gpu-<identity>-<k>.lock`` in the user's
-private node-local folder (pipeline/nodelocal.py; never the shared results folder): the kernel drops
+private node-local folder (pipeline/core/nodelocal.py; never the shared results folder): the kernel drops
 it when the process ends however it ends (kill -9 included), so a dead job's slot is free at once.
 With more jobs than slots, a job waits for a slot rather than share one.
 
@@ -46,7 +46,7 @@ def device_ids(environ=None) -> list[str]:
 
 def identities(device_ids: list[str], environ=None) -> list[str]:
     """The physical identity of each visible device (see the module's docstring)."""
-    from pipeline.nodelocal import scheduler_job
+    from pipeline.core.nodelocal import scheduler_job
 
     environ = os.environ if environ is None else environ
     try:
@@ -115,7 +115,7 @@ def acquire(device_ids: list[str], jobs_per_device: int, folder: str | os.PathLi
             stage: str = "", poll_s: float = 0.2, environ=None) -> Slot:
     """The first free slot, waiting (with one message) while all are taken. Where locks are refused: one
     line, and the first device, unlocked."""
-    from pipeline.nodelocal import private_dir
+    from pipeline.core.nodelocal import private_dir
 
     if not device_ids:
         raise ValueError("no GPU to take a slot on")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import socket
@@ -136,17 +135,6 @@ def atomic_path(path: str | os.PathLike):
                 os.unlink(tmp)
         with contextlib.suppress(OSError):  # the last writer in flight removes it
             os.rmdir(tmp_dir)
-
-
-def save_torch(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` through ``atomic_path``. Serialized in memory first: torch's own file writer reports a
-    full disk as a RuntimeError without errno, a plain write says ENOSPC or EDQUOT."""
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getbuffer())
 
 
 def _excepthook(kind, value, tb, default=sys.excepthook):

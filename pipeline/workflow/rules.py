@@ -8,7 +8,6 @@ that depend on it.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -17,10 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline import annotations, demo_data, gpu_slots
-from pipeline.settings import (RUNTIME, DecodeRuntime, DecodeSettings, DemoSettings, EvaluationSettings,
+from pipeline.core import annotation_io, demo_layout
+from pipeline.core.settings import (RUNTIME, DecodeRuntime, DecodeSettings, DemoSettings, EvaluationSettings,
                                FeatureRuntime, FeatureSettings, FlowRuntime, FlowSettings, LocalizeSettings,
-                               TrainRuntime, TrainSettings, build, fields_of, from_dict, kind_of, section_values)
+                               TrainRuntime, TrainSettings, build, from_dict, kind_of, section_values)
 
 
 class ConfigError(ValueError):
@@ -66,8 +65,8 @@ def config_layers(own_yaml: str | Path, configfiles=(), words: dict | None = Non
 
 def resolve(layers: Layers, preset_name: str | None = None) -> dict:
     """The run's settings: declared defaults, the yaml, the preset, the command line (docs/configuration.md),
-    checked and typed against pipeline/settings.py; ``presets`` kept for reference."""
-    from pipeline.settings import SettingsError, defaults, validate_config
+    checked and typed against pipeline/core/settings.py; ``presets`` kept for reference."""
+    from pipeline.core.settings import SettingsError, defaults, validate_config
 
     name = preset_name or layers.command_line.get("preset") or layers.base.get("preset") or "demo"
     if name not in layers.presets:
@@ -119,11 +118,11 @@ def annotated(config: dict) -> bool:
 def scratch_dir(config: dict, out: str, grouped: bool) -> str:
     """Where a run's temporary decoded frames and flow go: ``scratch`` when set, else the node's own temp
     folder when the per-video stages run grouped in cluster jobs, else "" (the results folder). Per user
-    (a private folder, pipeline/nodelocal.py) and per results folder, so two runs never share files; a
+    (a private folder, pipeline/core/nodelocal.py) and per results folder, so two runs never share files; a
     cluster job computes its own node's folder when it parses this file."""
     import hashlib
 
-    from pipeline.nodelocal import private_dir
+    from pipeline.core.nodelocal import private_dir
 
     if not (config["scratch"] or grouped):
         return ""
@@ -248,8 +247,11 @@ def experiments(config: dict) -> Experiments:
             raise ConfigError(f"experiments: {chosen!r} is not one of the experiment_sets "
                               f"({', '.join(sorted(sets)) or 'none defined'})")
         s = sets[chosen]
+        caption = s.get("caption", chosen)
+        if "\n" in caption:  # the report rule passes it as one line of an argument file
+            raise ConfigError(f"experiment_sets.{chosen}.caption: one line, please (it has a line break)")
         return Experiments(dict(s["experiments"]), {n: s.get("labels", {}).get(n, n) for n in s["experiments"]},
-                           s.get("caption", chosen))
+                           caption)
     if not isinstance(chosen, dict) or not chosen:
         raise ConfigError(f"experiments: expected a mapping of names to settings or an experiment set, got {chosen!r}")
     return Experiments(dict(chosen), {n: n for n in chosen}, "")
@@ -374,40 +376,6 @@ def check_disk(folder: str, estimate: DiskEstimate, config: dict) -> None:
                else ", or run fewer jobs at once (--cores)") + ".")
 
 
-@contextlib.contextmanager
-def args_file(*args):
-    """The arguments, one per line, in a temporary file, for ``python -m pipeline.<stage> @file``.
-
-    A shell command is one argument to bash, which Linux caps at 128 KiB (MAX_ARG_STRLEN); the
-    per-video file lists of ActivityNet 1.2's aggregating rules are several times that.
-    """
-    import os
-    import tempfile
-
-    flat = [str(a) for arg in args for a in (arg if isinstance(arg, (list, tuple)) else [arg])]
-    bad = [a for a in flat if "\n" in a]
-    if bad:
-        raise ConfigError(f"a file name contains a line break: {bad[0]!r}")
-    fd, path = tempfile.mkstemp(prefix="args-", suffix=".txt")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(a + "\n" for a in flat))
-        yield path
-    finally:
-        os.unlink(path)
-
-
-def run_stage(stage: str, *args, log: str) -> None:
-    """``python -m pipeline.<stage> @args-file 2> log`` from a rule's ``run:`` block (see ``args_file``)."""
-    import shlex
-    import sys
-
-    from snakemake.shell import shell
-
-    with args_file(*args) as path:
-        shell(f"{shlex.quote(sys.executable)} -m pipeline.{stage} @{shlex.quote(path)} 2> {shlex.quote(str(log))}")
-
-
 def resource_value(resource) -> int:
     """A global resource's number, whether Snakemake holds it as a Resource (--resources) or a plain int."""
     return getattr(resource, "value", resource)
@@ -433,11 +401,22 @@ class Video(NamedTuple):
 
 def videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
     """(name -> Video of every video this run processes, annotated names without a file, file stems no
+    annotation claims); see ``_videos``. A file name with a line break stops the run here: rules pass
+    lists of files to their stage one per line (the Snakefile's ``@<(printf ...)`` argument files)."""
+    found = _videos(config)
+    broken = [v.path for v in found[0].values() if "\n" in v.path or "\r" in v.path]
+    if broken:
+        raise ConfigError(f"video file {broken[0]!r}: its name contains a line break; rename it")
+    return found
+
+
+def _videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
+    """(name -> Video of every video this run processes, annotated names without a file, file stems no
     annotation claims).
 
     The demo's names follow from its settings (the files may not exist yet:
     rule demo_data makes them). The folder preset takes every video file.
-    Otherwise they are the annotated videos found on disk (pipeline/videos.py
+    Otherwise they are the annotated videos found on disk (pipeline/core/videos.py
     pairs names and files); annotated videos that are missing are skipped or
     stop the run per ``on_missing_video``.
     """
@@ -446,7 +425,7 @@ def videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
         raise ConfigError(f"preset {config['preset']} needs a folder of videos: --config preset={config['preset']} "
                           "videos=PATH")
     if not annotated(config):  # the folder preset: every video file, named by its stem
-        from pipeline.videos import find_videos
+        from pipeline.core.videos import find_videos
 
         found = find_videos(folder, config["video_extensions"])
         if not found:
@@ -456,12 +435,12 @@ def videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
     demo = demo_settings(config)
     if demo is not None:
         return {v: Video(f"{folder}/{v}.mp4", subset, demo.max_duration_s)
-                for subset, vs in demo_data.video_names(demo).items() for v in vs}, [], []
+                for subset, vs in demo_layout.video_names(demo).items() for v in vs}, [], []
     if not Path(folder).is_dir():
         raise ConfigError(f"preset {config['preset']}: videos folder {folder} does not exist "
                           f"(put the videos there, or --config videos=PATH)")
-    ann = annotations.read(annotation_spec(config))
-    found = annotations.locate_videos(ann, folder, config["video_extensions"], config["on_missing_video"])
+    ann = annotation_io.read(annotation_spec(config))
+    found = annotation_io.locate_videos(ann, folder, config["video_extensions"], config["on_missing_video"])
     last_end: dict[str, float] = {}
     for s in ann.segments + ann.ambiguous:
         last_end[s.video] = max(last_end.get(s.video, 0.0), s.end_s)
@@ -489,7 +468,7 @@ def check_generated_paths(config: dict) -> None:
         return
     root = Path(config["generate"]["root"])
     wanted = {"videos": root / "videos", **{f"annotations.dirs.{subset}": root / f"annotations_{suffix}"
-                                            for subset, suffix in demo_data.SPLITS.items()}}
+                                            for subset, suffix in demo_layout.SPLITS.items()}}
     dirs = (config.get("annotations") or {}).get("dirs") or {}
     given = {"videos": config["videos"], **{f"annotations.dirs.{k}": v for k, v in dirs.items()}}
     for key, path in wanted.items():

@@ -25,3 +25,9 @@ def snippet_span(first, last_excl, stride_s: float, window_s: float):
 def snippet_centres(n: int, stride_s: float, window_s: float) -> np.ndarray:
     """(n,) centre in seconds of snippets 0 .. n - 1 (their spans as ``snippet_span`` gives them)."""
     return np.mean(snippet_span(np.arange(n), np.arange(n) + 1, stride_s, window_s), axis=0)
+
+
+def snippet_seconds(meta: dict) -> tuple[float, float]:
+    """(stride, window) in seconds from a decode meta (older metas: non-overlapping snippets)."""
+    window_s = float(meta["snippet_duration_s"])
+    return float(meta.get("snippet_stride_s") or window_s), window_s

@@ -8,12 +8,14 @@ set, ``selected``.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 
 from models.d2net import D2Net
-from pipeline.settings import TrainSettings
+from pipeline.core.io import atomic_path
+from pipeline.core.settings import TrainSettings
 
 
 def build_model(n_classes: int, s: TrainSettings, feature_dim: int = 2048) -> D2Net:
@@ -53,3 +55,13 @@ def load_model(path: str | Path) -> tuple[D2Net, list[str], TrainSettings]:
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: does not fit a D2-Net: {str(e).splitlines()[0][:200]}") from None
     return model.eval(), ckpt["classes"], s
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """``torch.save`` through ``atomic_path`` (train's model.pt and checkpoints). Serialized in memory first:
+    torch's own file writer reports a full disk as a RuntimeError without errno, a plain write says ENOSPC or
+    EDQUOT."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getbuffer())
