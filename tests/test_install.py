@@ -16,7 +16,7 @@ OPTIONAL = {"decord": "decord", "skvideo": "test", "pytest": "test"}
 
 def third_party_imports() -> set[str]:
     names = set()
-    for path in [*(REPO / "pipeline").glob("*.py"), *(REPO / "models").glob("*.py")]:
+    for path in [*(REPO / "pipeline").rglob("*.py"), *(REPO / "models").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names |= {a.name.split(".")[0] for a in node.names}
