@@ -262,7 +262,7 @@ def _on_grid(s: Segments, snippet_s: dict[int, float]) -> Segments:
     return Segments(s.video, s.label, np.round(s.start / d), np.round(s.end / d), s.score)
 
 
-# ------------------------------------------------------------ files and CLI
+# ------------------------------------------------------- a run, evaluated
 
 
 def load_detections(path: str | Path) -> dict[str, list[dict]]:
