@@ -10,7 +10,8 @@
 # upstream. Arguments that grow with the dataset (a file per video) go in an argument file,
 # `@<(printf '%s\n' ...)`, which the stage's parser reads: printf is a bash builtin, so no program
 # is started with the list and the kernel's limits on arguments (128 KiB for one, about 2 MiB in
-# all) never apply; ActivityNet 1.2's costs rule passes several MiB.
+# all) never apply; ActivityNet 1.2's costs rule passes several MiB. An option whose value may be
+# empty is written `--option={params.x:q}`: Snakemake's `:q` drops an empty string altogether.
 
 import json
 import os

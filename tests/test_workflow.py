@@ -350,6 +350,24 @@ def test_every_stage_is_called_one_way():
     assert (REPO / "pipeline" / f"{stages['curve'].group(1)}.py").exists()
 
 
+def test_a_line_break_in_a_name_stops_the_run_at_parse_time(tmp_path):
+    """A name with any line boundary argparse splits argument files at would become two arguments: the run
+    stops before any job, naming it (video files, results_dir, an experiment set's caption)."""
+    from pipeline.workflow.rules import ConfigError, one_line, results_dir, videos
+
+    for text in ("a\nb", "a\rb", "a\x0cb", "a\u2028b"):
+        with pytest.raises(ConfigError, match="line break"):
+            one_line("name", text)
+    assert one_line("name", "") == "" and one_line("name", "ä b-c.mp4") == "ä b-c.mp4"
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "bad\nname.mp4").write_bytes(b"")
+    with pytest.raises(ConfigError, match="video file .*bad\\\\nname.mp4"):
+        videos(resolved("folder", videos=str(folder)))
+    with pytest.raises(ConfigError, match="results_dir"):
+        results_dir(resolved(results_dir=str(tmp_path / "a\rb")))
+
+
 def test_argument_files_carry_lists_past_the_kernel_limits(tmp_path):
     """A list that grows with the dataset goes through `@<(printf ...)`, as the Snakefile's aggregating rules
     pass it, through Snakemake's own shell: 2.6 MiB of paths, past both the kernel's limit on one argument

@@ -26,6 +26,15 @@ class ConfigError(ValueError):
     pass
 
 
+def one_line(what: str, text: str) -> str:
+    """``text``, when it is one line as the stages read their argument files (argparse splits them with
+    ``str.splitlines``: at ``\\n``, ``\\r`` and the other line boundaries it knows), else a ConfigError
+    naming ``what``: the Snakefile passes file lists as ``@<(printf '%s\\n' ...)``, a line per argument."""
+    if text.splitlines() not in ([text], []):
+        raise ConfigError(f"{what} {text!r}: contains a line break, and the stages read their arguments a line each")
+    return text
+
+
 # ------------------------------------------------------------------ layers
 
 
@@ -131,7 +140,7 @@ def scratch_dir(config: dict, out: str, grouped: bool) -> str:
 
 
 def results_dir(config: dict) -> str:
-    return f"{config['results_dir']}/{config['preset']}"
+    return one_line("results_dir", f"{config['results_dir']}/{config['preset']}")
 
 
 def check_writable(folder: str) -> None:
@@ -247,11 +256,8 @@ def experiments(config: dict) -> Experiments:
             raise ConfigError(f"experiments: {chosen!r} is not one of the experiment_sets "
                               f"({', '.join(sorted(sets)) or 'none defined'})")
         s = sets[chosen]
-        caption = s.get("caption", chosen)
-        if "\n" in caption:  # the report rule passes it as one line of an argument file
-            raise ConfigError(f"experiment_sets.{chosen}.caption: one line, please (it has a line break)")
         return Experiments(dict(s["experiments"]), {n: s.get("labels", {}).get(n, n) for n in s["experiments"]},
-                           caption)
+                           one_line(f"experiment_sets.{chosen}.caption", s.get("caption", chosen)))
     if not isinstance(chosen, dict) or not chosen:
         raise ConfigError(f"experiments: expected a mapping of names to settings or an experiment set, got {chosen!r}")
     return Experiments(dict(chosen), {n: n for n in chosen}, "")
@@ -401,12 +407,10 @@ class Video(NamedTuple):
 
 def videos(config: dict) -> tuple[dict[str, Video], list[str], list[str]]:
     """(name -> Video of every video this run processes, annotated names without a file, file stems no
-    annotation claims); see ``_videos``. A file name with a line break stops the run here: rules pass
-    lists of files to their stage one per line (the Snakefile's ``@<(printf ...)`` argument files)."""
+    annotation claims); see ``_videos``. A file name with a line break stops the run here (``one_line``)."""
     found = _videos(config)
-    broken = [v.path for v in found[0].values() if "\n" in v.path or "\r" in v.path]
-    if broken:
-        raise ConfigError(f"video file {broken[0]!r}: its name contains a line break; rename it")
+    for v in found[0].values():
+        one_line("video file", v.path)
     return found
 
 
